@@ -1,0 +1,42 @@
+"""Error classes that carry their HTTP meaning, so every frontend maps them the same way.
+
+Mirrors upstream's error tags: invalid input → 400, not found → 404, dependency
+unavailable → 503, anything else → 500 ``internal server error``.
+"""
+
+from __future__ import annotations
+
+
+class FactoryError(Exception):
+    """Base class; ``status`` is the HTTP status the API answers with."""
+
+    status: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInputError(FactoryError):
+    """The client sent something we cannot accept (upstream's InvalidErrorTag)."""
+
+    status = 400
+
+
+class NotFoundError(FactoryError):
+    """The thing asked for does not exist (upstream's ErrNotFoundTag)."""
+
+    status = 404
+
+
+class PayloadTooLargeError(FactoryError):
+    status = 413
+
+
+class UnavailableError(FactoryError):
+    """A dependency (Redis, a registry, S3) did not answer; retrying later may work."""
+
+    status = 503
