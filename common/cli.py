@@ -1,0 +1,88 @@
+"""``image-factory``: one console script, several process types, one way to load configuration."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from common.config import Config, ConfigError, load_config
+from common.config.render import reference_markdown, to_env, to_yaml
+from common.logging import LEVELS, configure_logging
+from common.version import VERSION
+
+CONFIG_HELP = """Configuration source(s). Can be specified multiple times or as a comma-separated list.
+Supported forms: env=[PREFIX] (environment variables with an optional prefix), FILE or file=FILE
+(.json, .yaml/.yml, .env). Sources are applied in the order provided; later values override earlier
+ones. A default env=IF_ is always applied first."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="image-factory", description="Talos Linux boot asset factory")
+    parser.add_argument("--config", action="append", default=[], metavar="configs", help=CONFIG_HELP)
+    parser.add_argument("--log-level", default="info", choices=list(LEVELS), metavar="level",
+                        help="Log level [debug info warn error dpanic panic fatal] (default info)")
+    parser.add_argument("--version", action="version", version=f"image-factory {VERSION}")
+    sub = parser.add_subparsers(dest="command", metavar="{api,worker,config}")
+    sub.add_parser("api", help="serve the HTTP API under gunicorn on http.httpListenAddr (the default)")
+    worker = sub.add_parser("worker", help="run a Celery worker")
+    worker.add_argument("--concurrency", type=int, default=None, help="worker processes (default: cores)")
+    worker.add_argument("--queues", default=None, help="comma-separated queues to consume")
+    show = sub.add_parser("config", help="print the effective configuration")
+    show.add_argument("--format", choices=["yaml", "env", "reference"], default="yaml")
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"image-factory: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = args.command or "api"  # upstream runs the service with no subcommand
+    if command == "config" and args.format == "reference":
+        sys.stdout.write(reference_markdown())
+        return 0
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        return _fail(f"configuration error: {exc}")
+
+    if command == "config":
+        sys.stdout.write(to_env(config) if args.format == "env" else to_yaml(config))
+        return 0
+    configure_logging(args.log_level)
+    if command == "api":
+        return _run_api(config, args.log_level)
+    return _run_worker(config, args.log_level, args.concurrency, args.queues)
+
+
+def _run_api(config: Config, log_level: str) -> int:
+    from api.server import serve
+
+    serve(config, log_level)
+    return 0
+
+
+def _run_worker(config: Config, log_level: str, concurrency: int | None, queues: str | None) -> int:
+    from worker.app import BUILD_QUEUE, create_celery
+
+    app = create_celery(config)
+    argv = [
+        "worker",
+        f"--loglevel={logging.getLevelName(LEVELS[log_level])}",
+        f"--queues={queues or 'default,' + BUILD_QUEUE}",
+        "--without-gossip",
+        "--without-mingle",
+        "-n", "image-factory@%h",
+    ]
+    if concurrency:
+        argv.append(f"--concurrency={concurrency}")
+    app.worker_main(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

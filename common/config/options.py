@@ -1,0 +1,258 @@
+"""Every configuration key, its type, default and meaning: the one place they are declared.
+
+Field names are the upstream koanf keys verbatim (camelCase), so ``config.http.httpListenAddr`` reads
+like the YAML it came from. The marshmallow schema, the environment mapping and the generated
+reference (``docs/configuration.md``) are all derived from these classes, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+DEFAULT_SUBJECT_REGEXP = r"(@siderolabs\.com$|^releasemgr-svc@talos-production\.iam\.gserviceaccount\.com$)"
+
+
+def opt(default: Any, doc: str, *, ours: bool = False) -> Any:
+    """A leaf key with its documentation; ``ours`` marks keys upstream does not have."""
+    meta = {"doc": doc, "ours": ours}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def section(cls: type, doc: str, **kwargs: Any) -> Any:
+    """A nested section; keyword arguments override the section's own defaults."""
+    return field(default_factory=lambda: cls(**kwargs), metadata={"doc": doc, "ours": False})
+
+
+@dataclass
+class HTTPOptions:
+    httpListenAddr: str = opt(":8080", "ListenAddr is the local address to bind the HTTP frontend to.")
+    certFile: str = opt("", "CertFile is the path to the TLS certificate for the HTTP frontend (optional).")
+    keyFile: str = opt("", "KeyFile is the path to the TLS key for the HTTP frontend (optional).")
+    externalURL: str = opt(
+        "https://localhost/",
+        "ExternalURL is the public URL for the image factory HTTP frontend, used in links and redirects.",
+    )
+    externalPXEURL: str = opt(
+        "",
+        "ExternalPXEURL is the public URL for the PXE frontend, used for booting nodes via PXE "
+        "(defaults to externalURL).",
+    )
+    allowedOrigins: list[str] = opt(["*"], "AllowedOrigins configures the frontend API CORS with custom origins list.")
+    maxRequestBodySize: int = opt(
+        262144, "Largest request body (bytes) the API accepts, e.g. for POST /schematics; larger → 413.", ours=True
+    )
+    workers: int = opt(2, "Number of gunicorn worker processes serving the API.", ours=True)
+    threads: int = opt(8, "Number of threads per gunicorn worker process.", ours=True)
+
+
+@dataclass
+class BuildOptions:
+    minTalosVersion: str = opt("1.2.0", "MinTalosVersion specifies the minimum supported Talos version for assets.")
+    maxConcurrency: int = opt(
+        6, "MaxConcurrency sets the maximum number of simultaneous asset build operations (cluster-wide)."
+    )
+    brokenTalosVersions: list[str] = opt(
+        [], "Talos versions hidden from /versions (listed by /versions?broken=true) and not built."
+    )
+    waitTimeout: timedelta = opt(
+        timedelta(minutes=10),
+        "How long an asset request waits for a build before answering 202 with the build's status.",
+        ours=True,
+    )
+
+
+@dataclass
+class ContainerSignatureOptions:
+    subjectRegExp: str = opt(
+        DEFAULT_SUBJECT_REGEXP,
+        "SubjectRegExp is a regular expression used to validate the subject in container signatures. "
+        "Set explicitly to empty string to disable subject validation; keyless verification does not "
+        "work in air-gapped environments.",
+    )
+    issuerRegExp: str = opt("", "IssuerRegExp is a regular expression used to validate the issuer in container signatures.")
+    issuer: str = opt(
+        "https://accounts.google.com",
+        "Issuer is the expected issuer for container signatures (overrides RegExp if set).",
+    )
+    publicKeyFile: str = opt(
+        "",
+        "PublicKeyFile is the path to the public key used for signature verification, an alternative to "
+        "keyless verification.",
+    )
+    publicKeyHashAlgo: str = opt(
+        "sha256", "PublicKeyHashAlgo specifies the hash algorithm used for verifying the public key."
+    )
+    disabled: bool = opt(False, "Disabled disables signature verification.")
+
+
+@dataclass
+class RepositoryOptions:
+    registry: str = opt("", "Registry is the hostname of the container registry, e.g., `ghcr.io`.")
+    namespace: str = opt("", "Namespace is the repository namespace or organization within the registry.")
+    repository: str = opt("", "Repository is the name of the repository inside the namespace.")
+    insecure: bool = opt(False, "Insecure allows connections to registries over HTTP or with invalid TLS certificates.")
+
+    @property
+    def path(self) -> str:
+        """``namespace/repository`` without the registry, as used in registry API URLs."""
+        return "/".join(p for p in (self.namespace, self.repository) if p)
+
+    @property
+    def reference(self) -> str:
+        return "/".join(p for p in (self.registry, self.namespace, self.repository) if p)
+
+
+@dataclass
+class CDNOptions:
+    enabled: bool = opt(False, "Enabled enables the CDN cache.")
+    host: str = opt("", "Host is the CDN URL used to serve cached assets.")
+    trimPrefix: str = opt("", "TrimPrefix removes a prefix from asset paths before redirecting to the CDN.")
+
+
+@dataclass
+class S3Options:
+    bucket: str = opt("image-factory", "Bucket is the S3 bucket name where cached assets are stored.")
+    endpoint: str = opt("", "Endpoint is the S3 endpoint URL (without scheme or trailing slash).")
+    region: str = opt("", "Region is the S3 region for the bucket.")
+    insecure: bool = opt(False, "Insecure allows connecting to S3 without TLS or with invalid certificates.")
+    enabled: bool = opt(False, "Enabled enables S3 cache.")
+    presignedURLTTL: timedelta = opt(timedelta(hours=1), "How long presigned S3 download URLs stay valid.")
+
+
+@dataclass
+class SchematicCacheOptions:
+    capacity: int = opt(100000, "Maximum number of schematics kept in each API process's memory (LRU).")
+    negativeTTL: timedelta = opt(
+        timedelta(seconds=30),
+        "How long a process remembers that a schematic does not exist (creates through any replica are "
+        "seen at once regardless, through Redis).",
+    )
+
+
+@dataclass
+class CacheOptions:
+    oci: RepositoryOptions = section(
+        RepositoryOptions,
+        "OCI contains configuration for using OCI Registry to store cached assets.",
+        registry="ghcr.io",
+        namespace="siderolabs/image-factory",
+        repository="cache",
+    )
+    signingKeyPath: str = opt("", "SigningKeyPath is the path to the ECDSA key used to sign cached assets.")
+    cdn: CDNOptions = section(CDNOptions, "CDN contains configuration for using a CDN to serve cached assets.")
+    s3: S3Options = section(S3Options, "S3 contains configuration for using S3 to store cached assets.")
+    schematic: SchematicCacheOptions = section(SchematicCacheOptions, "In-process cache of schematics.")
+
+
+@dataclass
+class MetricsOptions:
+    addr: str = opt(":2122", "Addr is the bind address for the metrics HTTP server. Leave empty to disable metrics.")
+
+
+@dataclass
+class SecureBootFileOptions:
+    signingKeyPath: str = opt("", "SigningKeyPath is the path to the private key used for signing boot assets.")
+    signingCertPath: str = opt("", "SigningCertPath is the path to the certificate used for signing boot assets.")
+    pcrKeyPath: str = opt("", "PCRKeyPath is the path to the key used for PCR measurement.")
+
+
+@dataclass
+class AzureKeyVaultOptions:
+    url: str = opt("", "URL is the Key Vault endpoint.")
+    certificateName: str = opt("", "CertificateName is the name of the certificate in Key Vault.")
+    keyName: str = opt("", "KeyName is the name of the key in Key Vault.")
+
+
+@dataclass
+class AWSKMSOptions:
+    keyID: str = opt("", "KeyID is the AWS KMS Key ID used for signing boot assets.")
+    pcrKeyID: str = opt("", "PCRKeyID is the AWS KMS Key ID used for PCR measurement.")
+    certPath: str = opt("", "CertPath is the path to the certificate used with AWS KMS.")
+    certARN: str = opt("", "CertARN is the ARN of the ACM certificate used with AWS KMS.")
+    region: str = opt("", "Region is the AWS region containing the KMS keys.")
+
+
+@dataclass
+class SecureBootOptions:
+    enabled: bool = opt(False, "Enabled enables SecureBoot asset generation.")
+    file: SecureBootFileOptions = section(SecureBootFileOptions, "File-based SecureBoot keys and certificates.")
+    azureKeyVault: AzureKeyVaultOptions = section(AzureKeyVaultOptions, "SecureBoot keys in Azure Key Vault.")
+    awsKMS: AWSKMSOptions = section(AWSKMSOptions, "SecureBoot keys in AWS KMS.")
+
+
+@dataclass
+class ComponentsOptions:
+    installerBase: str = opt("siderolabs/installer-base", "InstallerBase is the base image for installer images.")
+    installer: str = opt("siderolabs/installer", "Installer is the main installer image.")
+    imager: str = opt("siderolabs/imager", "Imager is the image builder used by the factory.")
+    extensionManifest: str = opt("siderolabs/extensions", "ExtensionManifest is the image manifest for extensions.")
+    overlayManifest: str = opt("siderolabs/overlays", "OverlayManifest is the image manifest for overlays.")
+    talosctl: str = opt("siderolabs/talosctl-all", "Talosctl is the image containing the Talos CLI tool.")
+
+
+@dataclass
+class CoreOptions:
+    registry: str = opt("ghcr.io", "Registry is the OCI registry host for base images, extensions and overlays.")
+    namespace: str = opt(
+        "", "Path prefix for all core, extension and overlay pulls (for pull-through caches); identities unchanged."
+    )
+    insecure: bool = opt(False, "Insecure allows connections to the registry over HTTP or with invalid TLS certificates.")
+    components: ComponentsOptions = section(ComponentsOptions, "Names of the images used by the image factory.")
+
+
+@dataclass
+class InstallerOptions:
+    internal: RepositoryOptions = section(
+        RepositoryOptions,
+        "Internal OCI registry the image factory pushes installer images to.",
+        registry="ghcr.io",
+        namespace="siderolabs",
+    )
+    external: RepositoryOptions = section(
+        RepositoryOptions,
+        "Public OCI registry for redirects to installer images; unset means the factory proxies the internal one.",
+    )
+
+
+@dataclass
+class ArtifactsOptions:
+    core: CoreOptions = section(CoreOptions, "Core images used by the image factory.")
+    schematic: RepositoryOptions = section(
+        RepositoryOptions,
+        "OCI repository used to store schematic blobs.",
+        registry="ghcr.io",
+        namespace="siderolabs/image-factory",
+        repository="schematics",
+    )
+    installer: InstallerOptions = section(InstallerOptions, "Storing and accessing installer images.")
+    talosVersionRecheckInterval: timedelta = opt(
+        timedelta(minutes=15), "Interval at which the image factory rechecks available Talos versions."
+    )
+    refreshInterval: timedelta = opt(timedelta(minutes=5), "How often to refresh the connection to registries.")
+
+
+@dataclass
+class RedisOptions:
+    url: str = opt(
+        "redis://127.0.0.1:6379/0",
+        "Redis URL used as Celery broker and result backend, and for locks and shared caches.",
+        ours=True,
+    )
+
+
+@dataclass
+class Config:
+    http: HTTPOptions = section(HTTPOptions, "HTTP configuration for the image factory frontend.")
+    build: BuildOptions = section(BuildOptions, "Options for building assets.")
+    containerSignature: ContainerSignatureOptions = section(
+        ContainerSignatureOptions, "Verification of source container image signatures."
+    )
+    cache: CacheOptions = section(CacheOptions, "Storing and retrieving boot assets.")
+    metrics: MetricsOptions = section(MetricsOptions, "Prometheus metrics endpoint.")
+    secureBoot: SecureBootOptions = section(SecureBootOptions, "Generating SecureBoot-enabled assets.")
+    artifacts: ArtifactsOptions = section(ArtifactsOptions, "Names and references of the images the factory uses.")
+    redis: RedisOptions = section(RedisOptions, "Redis connection (ours: upstream has no Redis).")

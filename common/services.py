@@ -1,0 +1,28 @@
+"""The long-lived objects a process needs, built once from the configuration.
+
+API processes and workers build the same container from the same Config, so a backend is chosen
+by configuration in exactly one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import redis
+
+from common.config import Config
+from common.readiness import Check, readiness_checks
+
+
+@dataclass
+class Services:
+    config: Config
+    redis: redis.Redis
+    readiness: dict[str, Check] = field(default_factory=dict)
+
+
+def build_services(config: Config) -> Services:
+    client = redis.Redis.from_url(
+        config.redis.url, socket_timeout=5.0, socket_connect_timeout=2.0, health_check_interval=30
+    )
+    return Services(config=config, redis=client, readiness=readiness_checks(config, client))

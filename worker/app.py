@@ -1,0 +1,65 @@
+"""The Celery application factory, and the request-id hand-over from API to worker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, Task
+from celery.signals import before_task_publish, task_postrun, task_prerun
+
+from common.config import Config
+from common.logging import request_id_var
+
+BUILD_QUEUE = "builds"
+
+
+def create_celery(config: Config) -> Celery:
+    app = Celery("image-factory", set_as_current=True)
+    app.conf.update(
+        broker_url=config.redis.url,
+        result_backend=config.redis.url,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        task_track_started=True,
+        task_default_queue="default",
+        result_expires=24 * 3600,
+        worker_hijack_root_logger=False,
+    )
+    app.conf["factory_config"] = config
+    app.autodiscover_tasks(["worker"], related_name="tasks", force=True)
+    return app
+
+
+class FactoryTask(Task):  # type: ignore[misc]
+    """Base for our tasks: gives access to the shared Config."""
+
+    @property
+    def factory_config(self) -> Config:
+        config: Config = self.app.conf["factory_config"]
+        return config
+
+
+@before_task_publish.connect
+def _attach_request_id(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    rid = request_id_var.get()
+    if rid and headers is not None:
+        headers["request_id"] = rid
+
+
+@task_prerun.connect
+def _restore_request_id(task: Task | None = None, **_: Any) -> None:
+    rid = getattr(task.request, "request_id", None) if task is not None else None
+    if rid:
+        task.request.request_id_token = request_id_var.set(rid)  # type: ignore[union-attr]
+
+
+@task_postrun.connect
+def _forget_request_id(task: Task | None = None, **_: Any) -> None:
+    token = getattr(task.request, "request_id_token", None) if task is not None else None
+    if token is not None:
+        request_id_var.reset(token)
