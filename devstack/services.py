@@ -82,8 +82,10 @@ def free_port() -> int:
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
-    """True if ``host:port`` can be bound right now; used to prove stop() released the socket."""
+    """True if a server could bind ``host:port`` now (nobody listens; TIME_WAIT leftovers are fine)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Servers set SO_REUSEADDR, so closed connections in TIME_WAIT must not count as "in use".
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -1,0 +1,55 @@
+# Two commands on a fresh Debian machine: `make run` and `make test`. Each installs what it needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SYSTEM_PACKAGES := redis-server docker-registry skopeo python3-venv
+PYTEST_ARGS ?=
+
+.PHONY: run stop test lint typecheck unit integration docs system-deps clean
+
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || $(MAKE) system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+system-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
+	command -v skopeo >/dev/null || missing="$$missing skopeo"; \
+	$(PYTHON) -m venv --help >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+run: system-deps $(BIN)/.installed
+	$(BIN)/python -m devstack.run
+
+stop:
+	$(BIN)/python -m devstack.run --stop
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+
+typecheck: $(BIN)/.installed
+	$(BIN)/mypy
+
+test: system-deps $(BIN)/.installed lint typecheck
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit: $(BIN)/.installed
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+integration: system-deps $(BIN)/.installed
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+docs: $(BIN)/.installed
+	$(BIN)/image-factory config --format reference > docs/configuration.md
+
+clean:
+	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache

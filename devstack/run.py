@@ -1,0 +1,401 @@
+"""``make run``: the whole factory on this machine without Docker.
+
+Starts private backing services (redis-server, docker-registry, moto S3), writes a factory config
+pointing at them, runs the API and one Celery worker, and supervises everything until Ctrl-C,
+SIGTERM or ``python -m devstack.run --stop`` (``make stop``). State and logs live under ``.run/``.
+
+    python -m devstack.run [--state-dir .run] [--port 8080]
+    python -m devstack.run --stop [--state-dir .run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import redis
+import requests
+import yaml
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from devstack.services import (
+    LOOPBACK,
+    RedisServer,
+    RegistryServer,
+    S3Server,
+    Service,
+    ServiceError,
+    port_is_free,
+    venv_bin,
+)
+
+log = logging.getLogger("devstack")
+
+BUCKET = "image-factory"
+PID_FILE = "devstack.pid"
+CONFIG_FILE = "config.yaml"
+#: Celery's warm shutdown took 5-6 s in measurements; give it room before SIGKILL.
+WORKER_STOP_TIMEOUT = 20.0
+
+
+class _Shutdown(BaseException):
+    """Raised from the signal handler; a BaseException so no ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _ChildDied(Exception):
+    def __init__(self, service: Service) -> None:
+        super().__init__(service.name)
+        self.service = service
+
+
+class _FactoryProcess(Service):
+    """An ``image-factory --config ... <role>`` subprocess of the CLI the factory ships."""
+
+    role = "api"
+
+    def __init__(
+        self, factory_bin: str, config_path: Path, state_dir: Path, port: int, log_path: Path
+    ) -> None:
+        super().__init__(state_dir, port, log_path=log_path)
+        self.factory_bin = factory_bin
+        self.config_path = config_path
+        self._log_offset = 0
+        self._started_at = time.monotonic()
+
+    def prepare(self) -> None:
+        # Readiness checks that read the log must ignore earlier runs appended to the same file.
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self._started_at = time.monotonic()
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ, PYTHONUNBUFFERED="1")
+
+    def command(self) -> list[str]:
+        return [self.factory_bin, "--config", str(self.config_path), "--log-level", "info", self.role]
+
+    def new_log_text(self) -> str:
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(self._log_offset)
+                return fh.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+
+class FactoryAPI(_FactoryProcess):
+    """The HTTP frontend; ready when /healthz answers 200."""
+
+    name = "api"
+    role = "api"
+    start_timeout = 60.0
+    stop_timeout = 15.0
+
+    def is_ready(self) -> bool:
+        try:
+            return requests.get(f"http://{LOOPBACK}:{self.port}/healthz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+
+class FactoryWorker(_FactoryProcess):
+    """One Celery worker. It has no port, so readiness is Celery's "ready." log line.
+
+    If the CLI logs differently we do not block forever: after ``ready_grace`` seconds alive we go on.
+    """
+
+    name = "worker"
+    role = "worker"
+    start_timeout = 60.0
+    stop_timeout = WORKER_STOP_TIMEOUT
+    ready_grace = 10.0
+
+    def is_ready(self) -> bool:
+        if " ready." in self.new_log_text():
+            return True
+        if time.monotonic() - self._started_at > self.ready_grace:
+            log.warning("worker has not logged 'ready.' after %.0fs; assuming it is up", self.ready_grace)
+            return True
+        return False
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def seed_fixture_release(registry_host: str, state_dir: Path) -> None:
+    """Hook: push a small fake Talos release (installer, imager, extensions) into the dev registry.
+
+    No fixture release builder exists yet (a later issue adds it), so this deliberately does nothing
+    and the registry starts empty; do not fake content here.
+    """
+    log.info(
+        "seed_fixture_release: no fixture release builder exists yet; registry %s starts empty (state %s)",
+        registry_host,
+        state_dir,
+    )
+
+
+def factory_config(port: int, redis_url: str, registry_host: str, s3_endpoint: str) -> dict[str, Any]:
+    """The factory config (upstream camelCase keys plus our ``redis.url``) wired to the dev services."""
+    return {
+        "http": {
+            "httpListenAddr": f"{LOOPBACK}:{port}",
+            "externalURL": f"http://{LOOPBACK}:{port}/",
+        },
+        "redis": {"url": redis_url},
+        "containerSignature": {"disabled": True},
+        "artifacts": {
+            "core": {"registry": registry_host, "insecure": True},
+            "schematic": {
+                "registry": registry_host,
+                "namespace": "siderolabs/image-factory",
+                "repository": "schematics",
+                "insecure": True,
+            },
+            "installer": {
+                "internal": {"registry": registry_host, "namespace": "siderolabs", "insecure": True},
+            },
+        },
+        "cache": {
+            "oci": {
+                "registry": registry_host,
+                "namespace": "siderolabs/image-factory",
+                "repository": "cache",
+                "insecure": True,
+            },
+            # The server runs, but the factory does not use it until S3 caching lands.
+            "s3": {
+                "enabled": False,
+                "bucket": BUCKET,
+                "endpoint": s3_endpoint,
+                "region": S3Server.region,
+                "insecure": True,
+            },
+        },
+    }
+
+
+def write_config(path: Path, config: dict[str, Any]) -> None:
+    header = "# Generated by `python -m devstack.run` on every start; edits are overwritten.\n"
+    path.write_text(header + yaml.safe_dump(config, sort_keys=False, default_flow_style=False))
+
+
+def _redis_answers(url: str) -> bool:
+    try:
+        client = redis.Redis.from_url(
+            url, socket_connect_timeout=1, socket_timeout=1, retry=Retry(NoBackoff(), 0)
+        )
+        with client:
+            return bool(client.ping())
+    except (redis.RedisError, OSError, ValueError):
+        return False
+
+
+def _find_factory_bin(explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    found = venv_bin("image-factory") or shutil.which("image-factory")
+    if found is None:
+        raise ServiceError(
+            "the image-factory CLI is not installed in this environment; run `.venv/bin/pip install -e .`"
+        )
+    return str(found)
+
+
+def _read_pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _is_devstack(pid: int) -> bool:
+    """True if ``pid`` is alive and is a devstack supervisor (guards against stale, recycled pids)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"devstack.run" in cmdline or b"devstack/run.py" in cmdline
+
+
+def stop_running(state_dir: Path, timeout: float = 90.0) -> int:
+    """``make stop``: SIGTERM the supervisor recorded in the pid file and wait for it to clean up."""
+    pid_file = state_dir / PID_FILE
+    pid = _read_pid(pid_file)
+    if pid is None or not _is_devstack(pid):
+        print(f"dev stack is not running (no live supervisor in {pid_file})")
+        pid_file.unlink(missing_ok=True)
+        return 0
+    print(f"stopping dev stack (pid {pid}) ...", flush=True)
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _is_devstack(pid):
+            print("dev stack stopped")
+            return 0
+        time.sleep(0.2)
+    print(f"dev stack (pid {pid}) did not stop within {timeout:.0f}s; sending SIGKILL", file=sys.stderr)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return 1
+
+
+def _raise_shutdown(signum: int, frame: FrameType | None) -> None:
+    raise _Shutdown(signum)
+
+
+def _banner(
+    api: FactoryAPI, registry: RegistryServer, s3: S3Server, redis_url: str, reused: bool, state: Path
+) -> str:
+    redis_note = "reused from IF_REDIS_URL" if reused else "private"
+    return "\n".join(
+        [
+            "",
+            f"image-factory dev stack is up (supervisor pid {os.getpid()})",
+            f"  API       http://{LOOPBACK}:{api.port}/",
+            f"  Registry  {registry.url}  (use host {registry.host}, plain HTTP)",
+            f"  S3        {s3.url}  bucket {BUCKET}, key {s3.access_key}/{s3.secret_key}, region {s3.region}",
+            f"  Redis     {redis_url}  ({redis_note})",
+            f"  Config    {state / CONFIG_FILE}",
+            f"  Logs      {state / 'logs'}/",
+            "Stop with Ctrl-C or `make stop`.",
+            "",
+        ]
+    )
+
+
+def run(state_dir: Path, port: int, factory_bin: str | None) -> int:
+    state = state_dir.resolve()
+    logs = state / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    # Keep generated state out of git even if the repo's .gitignore does not list it.
+    (state / ".gitignore").write_text("*\n")
+    file_handler = logging.FileHandler(logs / "devstack.log")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(file_handler)
+
+    pid_file = state / PID_FILE
+    other = _read_pid(pid_file)
+    if other is not None and other != os.getpid() and _is_devstack(other):
+        log.error("a dev stack is already running from %s (pid %d); `make stop` first", state, other)
+        return 1
+    if not port_is_free(port):
+        log.error("port %d on %s is in use; pick another with --port", port, LOOPBACK)
+        return 1
+    try:
+        binary = _find_factory_bin(factory_bin)
+    except ServiceError as exc:
+        log.error("%s", exc)
+        return 1
+
+    pid_file.write_text(f"{os.getpid()}\n")
+    services: list[Service] = []
+    exit_code = 0
+    signal.signal(signal.SIGTERM, _raise_shutdown)
+    signal.signal(signal.SIGINT, _raise_shutdown)
+
+    def start(service: Service) -> None:
+        services.append(service)  # before start(): a signal mid-start must still stop it
+        log.info("starting %s ...", service.name)
+        service.start()
+        log.info("%s ready in %.2fs (pid %s)", service.name, service.startup_seconds or 0.0, service.pid)
+
+    try:
+        reused = False
+        env_url = os.environ.get("IF_REDIS_URL")
+        if env_url and _redis_answers(env_url):
+            redis_url, reused = env_url, True
+            log.info("reusing redis from IF_REDIS_URL")
+        else:
+            if env_url:
+                log.warning("IF_REDIS_URL is set but does not answer PING; starting a private redis")
+            redis_server = RedisServer(state / "redis", log_path=logs / "redis.log")
+            start(redis_server)
+            redis_url = redis_server.url
+
+        registry = RegistryServer(state / "registry", log_path=logs / "registry.log")
+        start(registry)
+        s3 = S3Server(state / "s3", log_path=logs / "s3.log")
+        start(s3)
+        s3.create_bucket(BUCKET)
+
+        seed_fixture_release(registry.host, state)
+
+        config_path = state / CONFIG_FILE
+        write_config(config_path, factory_config(port, redis_url, registry.host, s3.endpoint))
+        log.info("wrote %s", config_path)
+
+        api = FactoryAPI(binary, config_path, state, port, logs / "api.log")
+        start(api)
+        # port 0: the worker listens on nothing (and an explicit port disables port-race retries)
+        start(FactoryWorker(binary, config_path, state, 0, logs / "worker.log"))
+
+        print(_banner(api, registry, s3, redis_url, reused, state), flush=True)
+        while True:
+            for service in services:
+                if not service.running:
+                    raise _ChildDied(service)
+            time.sleep(0.5)
+    except _Shutdown as sig:
+        log.info("received %s, shutting down", signal.Signals(sig.signum).name)
+    except _ChildDied as dead:
+        svc = dead.service
+        log.error(
+            "%s exited unexpectedly with code %s; last lines of %s:\n%s",
+            svc.name,
+            svc.returncode,
+            svc.log_path,
+            svc.log_tail() or "(log is empty)",
+        )
+        exit_code = 1
+    except ServiceError as exc:
+        log.error("%s", exc)
+        exit_code = 1
+    finally:
+        # A second Ctrl-C must not abort the cleanup half way; every stop() has its own timeout.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for service in reversed(services):
+            if service.proc is not None:
+                log.info("stopping %s", service.name)
+            try:
+                service.stop()
+            except Exception:
+                log.exception("stopping %s failed", service.name)
+                exit_code = exit_code or 1
+        if _read_pid(pid_file) == os.getpid():
+            pid_file.unlink(missing_ok=True)
+        log.info("dev stack stopped")
+    return exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--state-dir", type=Path, default=Path(".run"), help="state and logs (default .run)")
+    parser.add_argument("--port", type=int, default=8080, help="API port on 127.0.0.1 (default 8080)")
+    parser.add_argument("--stop", action="store_true", help="stop the dev stack running from --state-dir")
+    parser.add_argument(
+        "--factory-bin", default=None, help="image-factory executable (default: the one in this venv)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s devstack %(levelname)s %(message)s")
+    if args.stop:
+        return stop_running(args.state_dir)
+    return run(args.state_dir, args.port, args.factory_bin)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
