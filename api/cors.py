@@ -59,7 +59,9 @@ class CORSMiddleware:
 
         return self.app(environ, start)
 
-    def _preflight(self, environ: dict[str, Any], origin: str, start_response: StartResponse) -> Iterable[bytes]:
+    def _preflight(
+        self, environ: dict[str, Any], origin: str, start_response: StartResponse
+    ) -> Iterable[bytes]:
         headers = [("Vary", "Origin, Access-Control-Request-Method, Access-Control-Request-Headers")]
         requested_method = environ["HTTP_ACCESS_CONTROL_REQUEST_METHOD"].upper()
         requested_headers = environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS", "")

@@ -35,8 +35,10 @@ def register_middleware(app: Flask) -> None:
         if rid:
             response.headers["X-Request-ID"] = rid
         duration = time.perf_counter() - g.get("started", time.perf_counter())
-        level = logging.ERROR if response.status_code >= 500 else (
-            logging.WARNING if response.status_code >= 400 else logging.INFO
+        level = (
+            logging.ERROR
+            if response.status_code >= 500
+            else (logging.WARNING if response.status_code >= 400 else logging.INFO)
         )
         log.log(
             level,

@@ -16,7 +16,7 @@ def bind_address(listen: str) -> str:
     return f"{host or '0.0.0.0'}:{port}"
 
 
-class FactoryServer(BaseApplication):  # type: ignore[misc]
+class FactoryServer(BaseApplication):
     def __init__(self, config: Config, log_level: str) -> None:
         self.factory_config = config
         self.log_level = log_level

@@ -21,8 +21,13 @@ ones. A default env=IF_ is always applied first."""
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="image-factory", description="Talos Linux boot asset factory")
     parser.add_argument("--config", action="append", default=[], metavar="configs", help=CONFIG_HELP)
-    parser.add_argument("--log-level", default="info", choices=list(LEVELS), metavar="level",
-                        help="Log level [debug info warn error dpanic panic fatal] (default info)")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=list(LEVELS),
+        metavar="level",
+        help="Log level [debug info warn error dpanic panic fatal] (default info)",
+    )
     parser.add_argument("--version", action="version", version=f"image-factory {VERSION}")
     sub = parser.add_subparsers(dest="command", metavar="{api,worker,config}")
     sub.add_parser("api", help="serve the HTTP API under gunicorn on http.httpListenAddr (the default)")
@@ -76,7 +81,8 @@ def _run_worker(config: Config, log_level: str, concurrency: int | None, queues:
         f"--queues={queues or 'default,' + BUILD_QUEUE}",
         "--without-gossip",
         "--without-mingle",
-        "-n", "image-factory@%h",
+        "-n",
+        "image-factory@%h",
     ]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")

@@ -35,7 +35,7 @@ def create_celery(config: Config) -> Celery:
     return app
 
 
-class FactoryTask(Task):  # type: ignore[misc]
+class FactoryTask(Task):
     """Base for our tasks: gives access to the shared Config."""
 
     @property

@@ -41,9 +41,13 @@ class HTTPOptions:
         "ExternalPXEURL is the public URL for the PXE frontend, used for booting nodes via PXE "
         "(defaults to externalURL).",
     )
-    allowedOrigins: list[str] = opt(["*"], "AllowedOrigins configures the frontend API CORS with custom origins list.")
+    allowedOrigins: list[str] = opt(
+        ["*"], "AllowedOrigins configures the frontend API CORS with custom origins list."
+    )
     maxRequestBodySize: int = opt(
-        262144, "Largest request body (bytes) the API accepts, e.g. for POST /schematics; larger → 413.", ours=True
+        262144,
+        "Largest request body (bytes) the API accepts, e.g. for POST /schematics; larger → 413.",
+        ours=True,
     )
     workers: int = opt(2, "Number of gunicorn worker processes serving the API.", ours=True)
     threads: int = opt(8, "Number of threads per gunicorn worker process.", ours=True)
@@ -51,7 +55,9 @@ class HTTPOptions:
 
 @dataclass
 class BuildOptions:
-    minTalosVersion: str = opt("1.2.0", "MinTalosVersion specifies the minimum supported Talos version for assets.")
+    minTalosVersion: str = opt(
+        "1.2.0", "MinTalosVersion specifies the minimum supported Talos version for assets."
+    )
     maxConcurrency: int = opt(
         6, "MaxConcurrency sets the maximum number of simultaneous asset build operations (cluster-wide)."
     )
@@ -73,7 +79,9 @@ class ContainerSignatureOptions:
         "Set explicitly to empty string to disable subject validation; keyless verification does not "
         "work in air-gapped environments.",
     )
-    issuerRegExp: str = opt("", "IssuerRegExp is a regular expression used to validate the issuer in container signatures.")
+    issuerRegExp: str = opt(
+        "", "IssuerRegExp is a regular expression used to validate the issuer in container signatures."
+    )
     issuer: str = opt(
         "https://accounts.google.com",
         "Issuer is the expected issuer for container signatures (overrides RegExp if set).",
@@ -94,7 +102,9 @@ class RepositoryOptions:
     registry: str = opt("", "Registry is the hostname of the container registry, e.g., `ghcr.io`.")
     namespace: str = opt("", "Namespace is the repository namespace or organization within the registry.")
     repository: str = opt("", "Repository is the name of the repository inside the namespace.")
-    insecure: bool = opt(False, "Insecure allows connections to registries over HTTP or with invalid TLS certificates.")
+    insecure: bool = opt(
+        False, "Insecure allows connections to registries over HTTP or with invalid TLS certificates."
+    )
 
     @property
     def path(self) -> str:
@@ -143,20 +153,28 @@ class CacheOptions:
         repository="cache",
     )
     signingKeyPath: str = opt("", "SigningKeyPath is the path to the ECDSA key used to sign cached assets.")
-    cdn: CDNOptions = section(CDNOptions, "CDN contains configuration for using a CDN to serve cached assets.")
+    cdn: CDNOptions = section(
+        CDNOptions, "CDN contains configuration for using a CDN to serve cached assets."
+    )
     s3: S3Options = section(S3Options, "S3 contains configuration for using S3 to store cached assets.")
     schematic: SchematicCacheOptions = section(SchematicCacheOptions, "In-process cache of schematics.")
 
 
 @dataclass
 class MetricsOptions:
-    addr: str = opt(":2122", "Addr is the bind address for the metrics HTTP server. Leave empty to disable metrics.")
+    addr: str = opt(
+        ":2122", "Addr is the bind address for the metrics HTTP server. Leave empty to disable metrics."
+    )
 
 
 @dataclass
 class SecureBootFileOptions:
-    signingKeyPath: str = opt("", "SigningKeyPath is the path to the private key used for signing boot assets.")
-    signingCertPath: str = opt("", "SigningCertPath is the path to the certificate used for signing boot assets.")
+    signingKeyPath: str = opt(
+        "", "SigningKeyPath is the path to the private key used for signing boot assets."
+    )
+    signingCertPath: str = opt(
+        "", "SigningCertPath is the path to the certificate used for signing boot assets."
+    )
     pcrKeyPath: str = opt("", "PCRKeyPath is the path to the key used for PCR measurement.")
 
 
@@ -179,29 +197,43 @@ class AWSKMSOptions:
 @dataclass
 class SecureBootOptions:
     enabled: bool = opt(False, "Enabled enables SecureBoot asset generation.")
-    file: SecureBootFileOptions = section(SecureBootFileOptions, "File-based SecureBoot keys and certificates.")
+    file: SecureBootFileOptions = section(
+        SecureBootFileOptions, "File-based SecureBoot keys and certificates."
+    )
     azureKeyVault: AzureKeyVaultOptions = section(AzureKeyVaultOptions, "SecureBoot keys in Azure Key Vault.")
     awsKMS: AWSKMSOptions = section(AWSKMSOptions, "SecureBoot keys in AWS KMS.")
 
 
 @dataclass
 class ComponentsOptions:
-    installerBase: str = opt("siderolabs/installer-base", "InstallerBase is the base image for installer images.")
+    installerBase: str = opt(
+        "siderolabs/installer-base", "InstallerBase is the base image for installer images."
+    )
     installer: str = opt("siderolabs/installer", "Installer is the main installer image.")
     imager: str = opt("siderolabs/imager", "Imager is the image builder used by the factory.")
-    extensionManifest: str = opt("siderolabs/extensions", "ExtensionManifest is the image manifest for extensions.")
+    extensionManifest: str = opt(
+        "siderolabs/extensions", "ExtensionManifest is the image manifest for extensions."
+    )
     overlayManifest: str = opt("siderolabs/overlays", "OverlayManifest is the image manifest for overlays.")
     talosctl: str = opt("siderolabs/talosctl-all", "Talosctl is the image containing the Talos CLI tool.")
 
 
 @dataclass
 class CoreOptions:
-    registry: str = opt("ghcr.io", "Registry is the OCI registry host for base images, extensions and overlays.")
-    namespace: str = opt(
-        "", "Path prefix for all core, extension and overlay pulls (for pull-through caches); identities unchanged."
+    registry: str = opt(
+        "ghcr.io", "Registry is the OCI registry host for base images, extensions and overlays."
     )
-    insecure: bool = opt(False, "Insecure allows connections to the registry over HTTP or with invalid TLS certificates.")
-    components: ComponentsOptions = section(ComponentsOptions, "Names of the images used by the image factory.")
+    namespace: str = opt(
+        "",
+        "Path prefix for all core, extension and overlay pulls (for pull-through caches); "
+        "identities unchanged.",
+    )
+    insecure: bool = opt(
+        False, "Insecure allows connections to the registry over HTTP or with invalid TLS certificates."
+    )
+    components: ComponentsOptions = section(
+        ComponentsOptions, "Names of the images used by the image factory."
+    )
 
 
 @dataclass
@@ -214,7 +246,8 @@ class InstallerOptions:
     )
     external: RepositoryOptions = section(
         RepositoryOptions,
-        "Public OCI registry for redirects to installer images; unset means the factory proxies the internal one.",
+        "Public OCI registry for redirects to installer images; "
+        "unset means the factory proxies the internal one.",
     )
 
 
@@ -232,7 +265,9 @@ class ArtifactsOptions:
     talosVersionRecheckInterval: timedelta = opt(
         timedelta(minutes=15), "Interval at which the image factory rechecks available Talos versions."
     )
-    refreshInterval: timedelta = opt(timedelta(minutes=5), "How often to refresh the connection to registries.")
+    refreshInterval: timedelta = opt(
+        timedelta(minutes=5), "How often to refresh the connection to registries."
+    )
 
 
 @dataclass
@@ -254,5 +289,7 @@ class Config:
     cache: CacheOptions = section(CacheOptions, "Storing and retrieving boot assets.")
     metrics: MetricsOptions = section(MetricsOptions, "Prometheus metrics endpoint.")
     secureBoot: SecureBootOptions = section(SecureBootOptions, "Generating SecureBoot-enabled assets.")
-    artifacts: ArtifactsOptions = section(ArtifactsOptions, "Names and references of the images the factory uses.")
+    artifacts: ArtifactsOptions = section(
+        ArtifactsOptions, "Names and references of the images the factory uses."
+    )
     redis: RedisOptions = section(RedisOptions, "Redis connection (ours: upstream has no Redis).")

@@ -84,7 +84,7 @@ def reference_markdown() -> str:
         "Sources: `--config env=[PREFIX]`, `--config FILE` / `file=FILE` (`.json`, `.yaml`/`.yml`, `.env`), "
         "repeatable or comma-separated, applied in order after the defaults and the always-first `env=IF_`; "
         "later sources win. Durations use Go syntax (`5m0s`, `1h30m`, `500ms`); lists from the environment "
-        "are JSON (`[\"*\"]`) or comma-separated. Keys marked *ours* do not exist upstream.",
+        'are JSON (`["*"]`) or comma-separated. Keys marked *ours* do not exist upstream.',
         "",
     ]
     for key in key_index().values():

@@ -109,7 +109,7 @@ def _walk(cls: type, prefix: str, default_obj: Any) -> typing.Iterator[KeyInfo]:
         default = getattr(default_obj, f.name)
         yield KeyInfo(path, tp, f.metadata.get("doc", ""), bool(f.metadata.get("ours")), default)
         if dataclasses.is_dataclass(tp):
-            yield from _walk(tp, path + ".", default)
+            yield from _walk(typing.cast(type, tp), path + ".", default)
 
 
 @functools.cache

@@ -8,6 +8,7 @@ error rather than silently ignored.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -87,7 +88,7 @@ def _read_file(path: Path) -> Iterator[Assignment]:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
     if ext == ".env":
-        for name, raw in dotenv_values(stream=_StringStream(text)).items():
+        for name, raw in dotenv_values(stream=io.StringIO(text)).items():
             suffix = name[3:] if name.upper().startswith("IF_") else name
             yield from _env_assignment(name, suffix, raw or "", f"{origin} ({name})", strict=True)
         return
@@ -100,20 +101,6 @@ def _read_file(path: Path) -> Iterator[Assignment]:
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: expected a mapping at the top level")
     yield from _walk_mapping("", data, origin)
-
-
-class _StringStream:
-    """python-dotenv wants a stream; keeps file reading (and its errors) in one place above."""
-
-    def __init__(self, text: str) -> None:
-        self._lines = iter(text.splitlines(keepends=True))
-        self._text = text
-
-    def read(self) -> str:
-        return self._text
-
-    def __iter__(self) -> Iterator[str]:
-        return self._lines
 
 
 def _walk_mapping(prefix: str, data: dict[Any, Any], origin: str) -> Iterator[Assignment]:

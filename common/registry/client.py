@@ -52,7 +52,9 @@ class RegistryClient:
         try:
             response: requests.Response = self._do(url, method, **kwargs)
         except (requests.ConnectionError, requests.Timeout) as exc:
-            raise UnavailableError(f"registry {self.repo.registry} is unavailable: {exc.__class__.__name__}") from exc
+            raise UnavailableError(
+                f"registry {self.repo.registry} is unavailable: {exc.__class__.__name__}"
+            ) from exc
         if response.status_code >= 500:
             raise UnavailableError(f"registry {self.repo.registry} answered {response.status_code}")
         return response

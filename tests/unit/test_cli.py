@@ -51,6 +51,8 @@ def test_console_script_env_mapping_and_no_traceback() -> None:
     exe = Path(sys.executable).with_name("image-factory")
     ok = subprocess.run([exe, "config"], env={"IF_BUILD_MAXCONCURRENCY": "3"}, capture_output=True, text=True)
     assert ok.returncode == 0 and "maxConcurrency: 3" in ok.stdout
-    bad = subprocess.run([exe, "config"], env={"IF_BUILD_MAXCONCURRENCY": "x"}, capture_output=True, text=True)
+    bad = subprocess.run(
+        [exe, "config"], env={"IF_BUILD_MAXCONCURRENCY": "x"}, capture_output=True, text=True
+    )
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr and "build.maxConcurrency" in bad.stderr

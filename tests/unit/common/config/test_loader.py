@@ -47,10 +47,22 @@ def test_default_env_prefix_is_always_applied() -> None:
             lambda c: c.http.allowedOrigins,
             ["https://a.example", "https://b.example"],
         ),
-        ({"IF_HTTP_ALLOWEDORIGINS": "https://a, https://b"}, lambda c: c.http.allowedOrigins, ["https://a", "https://b"]),
+        (
+            {"IF_HTTP_ALLOWEDORIGINS": "https://a, https://b"},
+            lambda c: c.http.allowedOrigins,
+            ["https://a", "https://b"],
+        ),
         ({"IF_BUILD_BROKENTALOSVERSIONS": '["1.9.1"]'}, lambda c: c.build.brokenTalosVersions, ["1.9.1"]),
-        ({"IF_ARTIFACTS_REFRESHINTERVAL": "1h30m"}, lambda c: c.artifacts.refreshInterval, timedelta(minutes=90)),
-        ({"IF_CACHE_S3_PRESIGNEDURLTTL": "500ms"}, lambda c: c.cache.s3.presignedURLTTL, timedelta(milliseconds=500)),
+        (
+            {"IF_ARTIFACTS_REFRESHINTERVAL": "1h30m"},
+            lambda c: c.artifacts.refreshInterval,
+            timedelta(minutes=90),
+        ),
+        (
+            {"IF_CACHE_S3_PRESIGNEDURLTTL": "500ms"},
+            lambda c: c.cache.s3.presignedURLTTL,
+            timedelta(milliseconds=500),
+        ),
         ({"IF_CACHE_SCHEMATIC_CAPACITY": "10"}, lambda c: c.cache.schematic.capacity, 10),
         ({"IF_ARTIFACTS_CORE_NAMESPACE": "mirror"}, lambda c: c.artifacts.core.namespace, "mirror"),
         (
@@ -86,7 +98,9 @@ def test_every_leaf_key_is_reachable_from_the_environment() -> None:
 
 def test_yaml_json_and_dotenv_files(tmp_path: Path) -> None:
     y = write(tmp_path, "a.yaml", "http:\n  httpListenAddr: 127.0.0.1:1\nbuild:\n  maxConcurrency: 2\n")
-    j = write(tmp_path, "b.json", json.dumps({"build": {"maxConcurrency": 4}, "cache": {"s3": {"enabled": True}}}))
+    j = write(
+        tmp_path, "b.json", json.dumps({"build": {"maxConcurrency": 4}, "cache": {"s3": {"enabled": True}}})
+    )
     e = write(tmp_path, "c.env", "IF_BUILD_MINTALOSVERSION=1.5.0\nHTTP_EXTERNALURL=https://f.example/\n")
     config = load_config([y, f"file={j}", e], environ={})
     assert config.http.httpListenAddr == "127.0.0.1:1"
@@ -124,10 +138,23 @@ def test_repository_shorthand_string(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"IF_BUILD_MAXCONCURRENCY": "many"}, 'build.maxConcurrency (from env IF_BUILD_MAXCONCURRENCY): Not a valid integer, got "many"'),
-        ({"IF_CACHE_S3_ENABLED": "maybe"}, 'cache.s3.enabled (from env IF_CACHE_S3_ENABLED): Not a valid boolean, got "maybe"'),
-        ({"IF_ARTIFACTS_REFRESHINTERVAL": "5"}, 'artifacts.refreshInterval (from env IF_ARTIFACTS_REFRESHINTERVAL): expected a duration such as "5m0s": time: missing unit in duration "5"'),
-        ({"IF_HTTP_ALLOWEDORIGINS": "[*]"}, "http.allowedOrigins (from env IF_HTTP_ALLOWEDORIGINS): expected a JSON list"),
+        (
+            {"IF_BUILD_MAXCONCURRENCY": "many"},
+            'build.maxConcurrency (from env IF_BUILD_MAXCONCURRENCY): Not a valid integer, got "many"',
+        ),
+        (
+            {"IF_CACHE_S3_ENABLED": "maybe"},
+            'cache.s3.enabled (from env IF_CACHE_S3_ENABLED): Not a valid boolean, got "maybe"',
+        ),
+        (
+            {"IF_ARTIFACTS_REFRESHINTERVAL": "5"},
+            "artifacts.refreshInterval (from env IF_ARTIFACTS_REFRESHINTERVAL): "
+            'expected a duration such as "5m0s": time: missing unit in duration "5"',
+        ),
+        (
+            {"IF_HTTP_ALLOWEDORIGINS": "[*]"},
+            "http.allowedOrigins (from env IF_HTTP_ALLOWEDORIGINS): expected a JSON list",
+        ),
         ({"IF_HTTP_LISTEN": "x"}, "unknown configuration key 'http.listen' (from env IF_HTTP_LISTEN)"),
         ({"IF_ARTIFACTS_REFRESHINTERVAL": "0s"}, "artifacts.refreshInterval: must be greater than zero"),
         ({"IF_CACHE_CDN_ENABLED": "true"}, "cache.cdn.host: required when cache.cdn.enabled is true"),
@@ -143,7 +170,11 @@ def test_env_errors_name_key_source_and_expectation(env: dict[str, str], message
 @pytest.mark.parametrize(
     ("name", "text", "message"),
     [
-        ("a.yaml", "http:\n  httpListenAdr: x\n", "unknown configuration key 'http.httpListenAdr' (from file"),
+        (
+            "a.yaml",
+            "http:\n  httpListenAdr: x\n",
+            "unknown configuration key 'http.httpListenAdr' (from file",
+        ),
         ("a.yaml", "build:\n  maxConcurrency: [1]\n", "build.maxConcurrency (from file"),
         ("a.yaml", "http: 5\n", "http (from file"),
         ("a.yaml", "- a\n", "expected a mapping at the top level"),

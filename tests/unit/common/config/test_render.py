@@ -62,7 +62,11 @@ def test_default_env_matches_the_published_reference() -> None:
 
 
 def test_env_output_round_trips() -> None:
-    env = {"IF_BUILD_MAXCONCURRENCY": "3", "IF_HTTP_ALLOWEDORIGINS": '["https://x"]', "IF_CACHE_S3_ENABLED": "true"}
+    env = {
+        "IF_BUILD_MAXCONCURRENCY": "3",
+        "IF_HTTP_ALLOWEDORIGINS": '["https://x"]',
+        "IF_CACHE_S3_ENABLED": "true",
+    }
     first = load_config([], environ=env)
     lines = dict(line.split("=", 1) for line in to_env(first).splitlines())
     assert load_config([], environ=lines) == first
