@@ -7,7 +7,7 @@ from flask import Flask
 from api.cors import CORSMiddleware
 from api.errors import register_error_handlers
 from api.middleware import register_middleware
-from api.routes import health
+from api.routes import health, schematics
 from common.config import Config
 from common.services import Services, build_services
 
@@ -19,5 +19,6 @@ def create_app(config: Config, services: Services | None = None) -> Flask:
     register_middleware(app)
     register_error_handlers(app)
     app.register_blueprint(health.bp)
+    app.register_blueprint(schematics.bp)
     app.wsgi_app = CORSMiddleware(app.wsgi_app, config.http.allowedOrigins)  # type: ignore[method-assign]
     return app

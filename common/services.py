@@ -12,12 +12,17 @@ import redis
 
 from common.config import Config
 from common.readiness import Check, readiness_checks
+from common.registry.client import RegistryClient
+from common.schematic.cache import SchematicLRU
+from common.schematic.service import SchematicService
+from common.schematic.storage import SchematicStorage
 
 
 @dataclass
 class Services:
     config: Config
     redis: redis.Redis
+    schematics: SchematicService
     readiness: dict[str, Check] = field(default_factory=dict)
 
 
@@ -25,4 +30,11 @@ def build_services(config: Config) -> Services:
     client = redis.Redis.from_url(
         config.redis.url, socket_timeout=5.0, socket_connect_timeout=2.0, health_check_interval=30
     )
-    return Services(config=config, redis=client, readiness=readiness_checks(config, client))
+    schematics = SchematicService(
+        SchematicStorage(RegistryClient(config.artifacts.schematic)),
+        SchematicLRU(config.cache.schematic.capacity, config.cache.schematic.negativeTTL.total_seconds()),
+        client,
+    )
+    return Services(
+        config=config, redis=client, schematics=schematics, readiness=readiness_checks(config, client)
+    )
