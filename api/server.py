@@ -36,6 +36,7 @@ class FactoryServer(BaseApplication):
                 "warn", "warning"
             ),
             "proc_name": "image-factory-api",
+            "preload_app": True,  # a broken app fails start-up at once, not in a respawn loop
         }
         if http.certFile and http.keyFile:
             settings.update(certfile=http.certFile, keyfile=http.keyFile)

@@ -1,0 +1,148 @@
+"""The factory's own processes (``image-factory api`` / ``worker``) as supervised services.
+
+Shared by ``make run`` (devstack.run) and the integration tests, which run the real console script
+against private backing services.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+from devstack.services import LOOPBACK, S3Server, Service
+
+log = logging.getLogger("devstack")
+
+#: Celery's warm shutdown took 5-6 s in measurements; give it room before SIGKILL.
+WORKER_STOP_TIMEOUT = 20.0
+DEFAULT_FACTORY_BIN = str(Path(sys.executable).with_name("image-factory"))
+
+
+def factory_config(
+    redis_url: str,
+    registry_host: str,
+    *,
+    port: int | None = None,
+    s3_endpoint: str | None = None,
+    bucket: str = "image-factory",
+    **overrides: Any,
+) -> dict[str, Any]:
+    """The factory config (upstream camelCase keys plus our ``redis.url``) wired to private services.
+
+    ``overrides`` take dotted keys: ``factory_config(url, host, **{"http.workers": 1})``.
+    """
+    repo = {"registry": registry_host, "insecure": True}
+    config: dict[str, Any] = {
+        "redis": {"url": redis_url},
+        "containerSignature": {"disabled": True},
+        "artifacts": {
+            "core": dict(repo),
+            "schematic": {**repo, "namespace": "siderolabs/image-factory", "repository": "schematics"},
+            "installer": {"internal": {**repo, "namespace": "siderolabs"}},
+        },
+        "cache": {"oci": {**repo, "namespace": "siderolabs/image-factory", "repository": "cache"}},
+    }
+    if port is not None:
+        config["http"] = {"httpListenAddr": f"{LOOPBACK}:{port}", "externalURL": f"http://{LOOPBACK}:{port}/"}
+    if s3_endpoint is not None:
+        # The server runs, but the factory does not use it until S3 caching lands.
+        config["cache"]["s3"] = {
+            "enabled": False,
+            "bucket": bucket,
+            "endpoint": s3_endpoint,
+            "region": S3Server.region,
+            "insecure": True,
+        }
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = config
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[leaf] = value
+    return config
+
+
+def write_config(path: Path, config: dict[str, Any]) -> None:
+    header = "# Generated on every start; edits are overwritten.\n"
+    path.write_text(header + yaml.safe_dump(config, sort_keys=False, default_flow_style=False))
+
+
+class _FactoryProcess(Service):
+    """An ``image-factory --config ... <role>`` subprocess of the CLI the factory ships."""
+
+    role = "api"
+
+    def __init__(
+        self, factory_bin: str, config_path: Path, state_dir: Path, port: int, log_path: Path
+    ) -> None:
+        super().__init__(state_dir, port, log_path=log_path)
+        self.factory_bin = factory_bin
+        self.config_path = config_path
+        self._log_offset = 0
+        self._started_at = time.monotonic()
+
+    def prepare(self) -> None:
+        # Readiness checks that read the log must ignore earlier runs appended to the same file.
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self._started_at = time.monotonic()
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ, PYTHONUNBUFFERED="1")
+
+    def command(self) -> list[str]:
+        return [self.factory_bin, "--config", str(self.config_path), "--log-level", "info", self.role]
+
+    def new_log_text(self) -> str:
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(self._log_offset)
+                return fh.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+
+class FactoryAPI(_FactoryProcess):
+    """The HTTP frontend; ready when /healthz answers 200."""
+
+    name = "api"
+    role = "api"
+    start_timeout = 60.0
+    stop_timeout = 15.0
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def is_ready(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+
+class FactoryWorker(_FactoryProcess):
+    """One Celery worker. It has no port, so readiness is Celery's "ready." log line.
+
+    If the CLI logs differently we do not block forever: after ``ready_grace`` seconds alive we go on.
+    """
+
+    name = "worker"
+    role = "worker"
+    start_timeout = 60.0
+    stop_timeout = WORKER_STOP_TIMEOUT
+    ready_grace = 10.0
+
+    def is_ready(self) -> bool:
+        if " ready." in self.new_log_text():
+            return True
+        if time.monotonic() - self._started_at > self.ready_grace:
+            log.warning("worker has not logged 'ready.' after %.0fs; assuming it is up", self.ready_grace)
+            return True
+        return False
