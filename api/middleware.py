@@ -30,7 +30,8 @@ def register_middleware(app: Flask) -> None:
 
     @app.after_request
     def finish(response: Response) -> Response:
-        response.headers["Server"] = SERVER_HEADER
+        if request.environ.get("SERVER_SOFTWARE") != SERVER_HEADER:  # gunicorn already sends it
+            response.headers["Server"] = SERVER_HEADER
         rid = g.get("request_id")
         if rid:
             response.headers["X-Request-ID"] = rid

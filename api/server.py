@@ -4,10 +4,35 @@ from __future__ import annotations
 
 from typing import Any
 
+import gunicorn.http.wsgi
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
 
 from common.config import Config
-from common.logging import LEVELS
+from common.logging import LEVELS, configure_logging
+from common.version import SERVER_HEADER
+
+
+def brand_gunicorn() -> None:
+    """Make gunicorn's own ``Server`` header ours, so no response carries two.
+
+    gunicorn writes ``Server: gunicorn`` on every response it sends; it also passes the value to
+    the app as ``SERVER_SOFTWARE``, which tells the app not to add a second one.
+    """
+    gunicorn.http.wsgi.SERVER = SERVER_HEADER
+    gunicorn.http.wsgi.SERVER_SOFTWARE = SERVER_HEADER
+
+
+class JSONLogger(Logger):
+    """gunicorn's error log through our JSON handler; no access log (the app logs requests)."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        configure_logging(self.factory_level)
+        self.error_log.handlers[:] = []
+        self.error_log.propagate = True
+
+    factory_level = "info"
 
 
 def bind_address(listen: str) -> str:
@@ -36,10 +61,12 @@ class FactoryServer(BaseApplication):
                 "warn", "warning"
             ),
             "proc_name": "image-factory-api",
-            "preload_app": True,  # a broken app fails start-up at once, not in a respawn loop
+            "preload_app": True,
+            "logger_class": JSONLogger,  # a broken app fails start-up at once, not in a respawn loop
         }
         if http.certFile and http.keyFile:
             settings.update(certfile=http.certFile, keyfile=http.keyFile)
+        JSONLogger.factory_level = self.log_level
         for key, value in settings.items():
             self.cfg.set(key, value)
 
@@ -50,4 +77,5 @@ class FactoryServer(BaseApplication):
 
 
 def serve(config: Config, log_level: str) -> None:
+    brand_gunicorn()
     FactoryServer(config, log_level).run()

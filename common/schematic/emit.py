@@ -51,7 +51,9 @@ _DIGITS = frozenset("0123456789")
 _YAML_FLOAT = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?")
 _DOT_FLOAT = re.compile(r"\.[0-9]+(?:[eE][-+]?[0-9]+)?")
 _BASE60 = re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
-_OLD_BOOLS = frozenset(("y", "Y", "yes", "Yes", "YES", "on", "On", "ON", "n", "N", "no", "No", "NO", "off", "Off", "OFF"))
+_OLD_BOOLS = frozenset(
+    ("y", "Y", "yes", "Yes", "YES", "on", "On", "ON", "n", "N", "no", "No", "NO", "off", "Off", "OFF")
+)
 
 
 def _go_parse_uint(s: str) -> int | None:
@@ -207,7 +209,7 @@ def _parse_timestamp(s: str) -> GoTime | None:
 def go_resolve(text: str) -> tuple[str, Any]:
     """go-yaml's implicit typing of a plain scalar: (tag, Go-typed value).
 
-    Tags are ``str``, ``int``, ``float``, ``bool``, ``null``, ``timestamp`` and ``merge``. This is YAML 1.2-ish:
+    Tags are ``str``, ``int``, ``float``, ``bool``, ``null``, ``timestamp`` and ``merge``. YAML 1.2-ish:
     ``yes``/``on`` are strings, ``010`` is octal 8 (Go ``ParseInt`` base 0), ``08`` is the float 8.
     """
     hint = text[0] if text else "N"
@@ -307,7 +309,7 @@ def go_format_float(value: float) -> str:
     scale += len(digits) - len(stripped)
     digits = stripped
     count = len(digits)
-    point = count + scale  # value = 0.<digits> × 10**point
+    point = count + scale  # value = 0.<digits> * 10**point
     exp = point - 1
     if exp < -4 or exp >= 6:
         text = digits[0] + ("." + digits[1:] if count > 1 else "")
@@ -459,7 +461,10 @@ def _schematic_node(s: Schematic, legacy_quotes: bool) -> _Map:
         root.append((key("owner"), text(s.owner)))
     overlay = s.overlay
     if not overlay.is_empty:
-        fields: list[tuple[_Node, _Node]] = [(key("image"), text(overlay.image)), (key("name"), text(overlay.name))]
+        fields: list[tuple[_Node, _Node]] = [
+            (key("image"), text(overlay.image)),
+            (key("name"), text(overlay.name)),
+        ]
         if overlay.options:
             fields.append((key("options"), _value_node(overlay.options, legacy_quotes)))
         root.append((key("overlay"), _Map(fields)))
@@ -475,7 +480,8 @@ def _schematic_node(s: Schematic, legacy_quotes: bool) -> _Map:
         ]
         custom.append((key("meta"), _Seq(items)))
     if c.official_extensions:
-        custom.append((key("systemExtensions"), _Map([(key("officialExtensions"), strings(c.official_extensions))])))
+        extensions = _Map([(key("officialExtensions"), strings(c.official_extensions))])
+        custom.append((key("systemExtensions"), extensions))
     if c.bootloader and c.bootloader != "none":
         custom.append((key("bootloader"), text(c.bootloader)))
     if not c.secureboot.is_empty:
@@ -495,7 +501,6 @@ def _schematic_node(s: Schematic, legacy_quotes: bool) -> _Map:
 # Emission (libyaml emitter semantics for block style, unlimited width, indent 4, indented sequences)
 
 _BREAKS = frozenset("\r\n\x85\u2028\u2029")
-_BLANK_OR_ZERO = frozenset(" \t\r\n\x85\u2028\u2029\x00")
 _FIRST_INDICATORS = frozenset("#,[]{}&*!|>'\"%@`")
 _ESCAPES = {
     "\x00": "0", "\x07": "a", "\x08": "b", "\t": "t", "\n": "n", "\x0b": "v", "\x0c": "f", "\r": "r",
@@ -507,12 +512,6 @@ _INDENT = 4
 _ROOT, _SEQ_ITEM, _SIMPLE_KEY, _COMPLEX_KEY, _VALUE = range(5)
 
 
-def _printable(ch: str) -> bool:
-    """libyaml's "printable": anything else (C1 controls, astral chars, U+FEFF) forces double quotes."""
-    c = ord(ch)
-    return c == 0x0A or 0x20 <= c <= 0x7E or 0xA0 <= c <= 0xD7FF or (0xE000 <= c <= 0xFFFD and c != 0xFEFF)
-
-
 @dataclass(slots=True)
 class _Analysis:
     multiline: bool
@@ -521,48 +520,57 @@ class _Analysis:
     block: bool
 
 
+_BREAK_CHARS = "\r\n\x85\u2028\u2029"
+_RE_BREAK = re.compile(f"[{_BREAK_CHARS}]")
+_RE_BREAK_SPLIT = re.compile(f"([{_BREAK_CHARS}])")
+_RE_BREAK_SPACE = re.compile(f"[{_BREAK_CHARS}] ")
+_RE_SPACE_BREAK = re.compile(f" [{_BREAK_CHARS}]")
+# Not printable for libyaml (tab is tracked separately): C0/C1 controls, surrogates, U+FEFF, U+FFFE/F, astral.
+_RE_SPECIAL = re.compile(r"[^\t\n\x20-\x7e\xa0-\ud7ff\ue000-\ufefe\uff00-\ufffd]")
+# Characters a double-quoted scalar escapes: the non-printable ones, every line break, quote and backslash.
+_RE_DQ_ESCAPE = re.compile(r'[^\x20-\x7e\xa0-\ud7ff\ue000-\ufefe\uff00-\ufffd]|["\\\u2028\u2029]')
+_RE_COLON_INDICATOR = re.compile(r":(?:[ \t]|\Z)")
+_RE_COMMENT_INDICATOR = re.compile(f"[ \t\x00{_BREAK_CHARS}]#")
+
+
 def _analyze(value: str) -> _Analysis:
-    """libyaml ``analyze_scalar`` (block context only: the emitter never writes non-empty flow nodes)."""
+    """libyaml ``analyze_scalar`` (block context only: the emitter never writes non-empty flow nodes).
+
+    Evaluated with regular expressions instead of libyaml's character loop so long values stay cheap.
+    """
     if not value:
         return _Analysis(False, True, True, False)
-    indicators = value.startswith(("---", "..."))
-    line_breaks = special = tabs = False
-    leading_space = leading_break = trailing_space = trailing_break = False
-    break_space = space_break = previous_space = previous_break = False
-    preceded_by_whitespace = True
-    last = len(value) - 1
-    for i, ch in enumerate(value):
-        followed_by_whitespace = i == last or value[i + 1] in " \t"
-        if i == 0:
-            if ch in _FIRST_INDICATORS or (ch in "?:-" and followed_by_whitespace):
-                indicators = True
-        elif (ch == ":" and followed_by_whitespace) or (ch == "#" and preceded_by_whitespace):
-            indicators = True
-        if ch == "\t":
-            tabs = True
-        elif not _printable(ch):
-            special = True
-        if ch == " ":
-            leading_space = leading_space or i == 0
-            trailing_space = trailing_space or i == last
-            break_space = break_space or previous_break
-            previous_space, previous_break = True, False
-        elif ch in _BREAKS:
-            line_breaks = True
-            leading_break = leading_break or i == 0
-            trailing_break = trailing_break or i == last
-            space_break = space_break or previous_space
-            previous_space, previous_break = False, True
-        else:
-            previous_space = previous_break = False
-        preceded_by_whitespace = ch in _BLANK_OR_ZERO
-    block_plain = not (
-        leading_space or leading_break or trailing_space or trailing_break or break_space
-        or space_break or tabs or special or line_breaks or indicators
-    )  # fmt: skip
+    first = value[0]
+    indicators = bool(
+        value.startswith(("---", "..."))
+        or first in _FIRST_INDICATORS
+        or (first in "?-" and (len(value) == 1 or value[1] in " \t"))
+        or _RE_COLON_INDICATOR.search(value)
+        or _RE_COMMENT_INDICATOR.search(value)
+    )
+    line_breaks = _RE_BREAK.search(value) is not None
+    tabs = "\t" in value
+    special = _RE_SPECIAL.search(value) is not None
+    break_space = line_breaks and _RE_BREAK_SPACE.search(value) is not None
+    space_break = line_breaks and _RE_SPACE_BREAK.search(value) is not None
+    edges = first in " " + _BREAK_CHARS or value[-1] in " " + _BREAK_CHARS
+    block_plain = not (edges or break_space or space_break or tabs or special or line_breaks or indicators)
     single_quoted = not (break_space or space_break or tabs or special)
-    block = not (trailing_space or space_break or special)
+    block = not (value[-1] == " " or space_break or special)
     return _Analysis(line_breaks, block_plain, single_quoted, block)
+
+
+def _escape(match: re.Match[str]) -> str:
+    ch = match.group()
+    short = _ESCAPES.get(ch)
+    if short is not None:
+        return "\\" + short
+    code = ord(ch)
+    if code <= 0xFF:
+        return f"\\x{code:02X}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04X}"
+    return f"\\U{code:08X}"
 
 
 class _Emitter:
@@ -603,7 +611,9 @@ class _Emitter:
             self.write(" " * (indent - self.column))
         self.whitespace = True
 
-    def write_indicator(self, indicator: str, need_whitespace: bool, is_whitespace: bool, is_indention: bool) -> None:
+    def write_indicator(
+        self, indicator: str, need_whitespace: bool, is_whitespace: bool, is_indention: bool
+    ) -> None:
         if need_whitespace and not self.whitespace:
             self.write(" ")
         self.write(indicator)
@@ -669,7 +679,7 @@ class _Emitter:
     def simple_key(key: _Node) -> bool:
         """libyaml check_simple_key: one line and at most 128 bytes, else the ``? key`` form."""
         if isinstance(key, _Scalar):
-            return not any(ch in _BREAKS for ch in key.text) and len(key.text.encode()) <= 128
+            return _RE_BREAK.search(key.text) is None and len(key.text.encode()) <= 128
         if isinstance(key, _Map):
             return not key.pairs
         return not key.items
@@ -705,16 +715,18 @@ class _Emitter:
     def single_quoted(self, value: str) -> None:
         self.write_indicator("'", True, False, False)
         breaks = False
-        for ch in value:
-            if ch in _BREAKS:
-                if not breaks and ch == "\n":
+        for part in _RE_BREAK_SPLIT.split(value):
+            if not part:
+                continue
+            if part in _BREAKS:
+                if not breaks and part == "\n":
                     self.put_break()
-                self.write_break_char(ch)
+                self.write_break_char(part)
                 breaks = True
             else:
                 if breaks:
                     self.write_indent()
-                self.write("''" if ch == "'" else ch)
+                self.write(part.replace("'", "''"))
                 self.indention = False
                 breaks = False
         self.write_indicator("'", False, False, False)
@@ -723,25 +735,11 @@ class _Emitter:
 
     def double_quoted(self, value: str) -> None:
         self.write_indicator('"', True, False, False)
-        # libyaml tests for a BOM at the start of the *value*, so a leading U+FEFF escapes everything.
-        escape_all = value.startswith("\ufeff")
-        out: list[str] = []
-        for ch in value:
-            if escape_all or not _printable(ch) or ch in _BREAKS or ch in '"\\':
-                short = _ESCAPES.get(ch)
-                if short is not None:
-                    out.append("\\" + short)
-                else:
-                    code = ord(ch)
-                    if code <= 0xFF:
-                        out.append(f"\\x{code:02X}")
-                    elif code <= 0xFFFF:
-                        out.append(f"\\u{code:04X}")
-                    else:
-                        out.append(f"\\U{code:08X}")
-            else:
-                out.append(ch)
-        self.write("".join(out))
+        if value.startswith("\ufeff"):
+            # libyaml tests for a BOM at the start of the *value*, so a leading U+FEFF escapes everything.
+            self.write("".join(_escape(m) for m in re.finditer(r"(?s).", value)))
+        else:
+            self.write(_RE_DQ_ESCAPE.sub(_escape, value))
         self.write_indicator('"', False, False, False)
         self.whitespace = False
         self.indention = False
@@ -761,14 +759,16 @@ class _Emitter:
         self.put_break()
         self.whitespace = True
         breaks = True
-        for ch in value:
-            if ch in _BREAKS:
-                self.write_break_char(ch)
+        for part in _RE_BREAK_SPLIT.split(value):
+            if not part:
+                continue
+            if part in _BREAKS:
+                self.write_break_char(part)
                 breaks = True
             else:
                 if breaks:
                     self.write_indent()
-                self.write(ch)
+                self.write(part)
                 self.indention = False
                 breaks = False
 
