@@ -23,7 +23,7 @@ import requests
 
 from common.schematic import canonicalize
 from devstack.services import RedisServer, RegistryServer
-from tests.support.factory import FactoryAPI, api_server, factory_config
+from tests.support.factory import api_server, factory_config
 
 SAMPLE = b"""customization:
   extraKernelArgs: [console=ttyS0, net.ifnames=0]

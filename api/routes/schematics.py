@@ -19,7 +19,13 @@ def _service() -> SchematicService:
 def go_json(payload: object) -> bytes:
     """JSON as Go's json.Encoder writes it: compact, HTML-escaped, newline-terminated."""
     text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+    for char, escaped in (
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("&", "\\u0026"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         text = text.replace(char, escaped)
     return (text + "\n").encode()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from common.schematic.decode import SchematicDecodeError, parse_schematic
 from common.schematic.emit import marshal, marshal_value, schematic_id
 from common.schematic.model import Customization, GoTime, MetaValue, Overlay, Schematic, SecureBoot
@@ -23,8 +25,9 @@ __all__ = [
 
 
 def canonicalize(data: bytes) -> tuple[str, bytes]:
-    """Decode a request body into (schematic ID, canonical YAML bytes): what ``POST /schematics`` stores."""
-    import hashlib
+    """Decode a request body into (schematic ID, canonical YAML bytes): what ``POST /schematics`` stores.
 
+    Raises :class:`SchematicDecodeError` (HTTP 400) for anything upstream would refuse.
+    """
     canonical = marshal(parse_schematic(data))
     return hashlib.sha256(canonical).hexdigest(), canonical

@@ -15,7 +15,9 @@ from collections.abc import Callable
 
 
 class SchematicLRU:
-    def __init__(self, capacity: int, negative_ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, capacity: int, negative_ttl: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.capacity = max(1, capacity)
         self.negative_ttl = negative_ttl
         self._clock = clock

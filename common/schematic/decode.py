@@ -4,16 +4,19 @@ The decoded values feed the schematic ID, so typing must be Go's, not PyYAML's (
 PyYAML's low-level event stream, build our own node tree, and type scalars with go-yaml's resolver and
 constructor rules (``internal/libyaml/{resolver,constructor}.go``), including its error texts.
 
-Deliberate differences from upstream, all refusals of input upstream would accept:
+Deliberate differences from upstream (go-yaml HEAD, image-factory HEAD):
 
 * anchors/aliases, explicit tags (``!!str``, ``!foo``) and merge keys (``<<``) are refused while reading
-  events, so alias bombs never expand; nesting deeper than ``max_depth`` is refused the same way;
-* a stream without any document (empty, blank or comment-only body) — upstream's bare ``EOF`` — is
-  reported as ``invalid schematic: empty document (EOF)``; an explicit ``null``/``~``/``---`` document
-  is, as upstream, the empty schematic;
-* ``secureboot.enrollKeys`` is checked here (upstream only checks it when an image is built);
-* syntax errors are worded ``yaml: line N: <problem>`` (libyaml's problem text) rather than go-yaml's
-  ``go-yaml load error in <stage> at L.C`` form;
+  events, so alias bombs never expand; so are documents nested deeper than ``max_depth`` or holding more
+  than ``max_nodes`` nodes (upstream accepts all of these);
+* a stream without any document (empty, blank or comment-only body), upstream's bare ``EOF``, is reported
+  as ``invalid schematic: empty document (EOF)``; an explicit ``null``/``~``/``---`` document is, as
+  upstream, the empty schematic;
+* ``secureboot.enrollKeys`` is checked here (case-insensitively, the text is kept as written), upstream
+  only checks it when an image is built;
+* syntax errors are worded ``yaml: line N: <problem>`` with libyaml's problem text rather than go-yaml's
+  ``go-yaml load error in <stage> at L.C`` form; the parser is libyaml's (via PyYAML), which refuses a
+  few YAML 1.2 forms go-yaml's fork accepts (e.g. flow scalars starting with ``:`` such as ``[:a]``);
 * maps inside ``overlay.options`` whose keys collide in Python but not in Go (``1``, ``1.0``, ``true``) or
   that use NaN as a key are refused instead of being silently merged.
 """
@@ -62,13 +65,17 @@ _SCALAR, _MAPPING, _SEQUENCE = range(3)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-@dataclass(slots=True)
 class _YNode:
-    kind: int
-    line: int
-    value: str = ""
-    quoted: bool = False  # single/double-quoted, literal or folded: always a string for go-yaml
-    children: list[_YNode] = field(default_factory=list)
+    """A composed YAML node; ``quoted`` covers quoted and block scalars (always strings for go-yaml)."""
+
+    __slots__ = ("children", "kind", "line", "quoted", "value")
+
+    def __init__(self, kind: int, line: int, value: str = "", quoted: bool = False) -> None:
+        self.kind = kind
+        self.line = line
+        self.value = value
+        self.quoted = quoted
+        self.children: list[_YNode] = []
 
 
 def _fail(line: int, problem: str) -> SchematicDecodeError:
@@ -89,7 +96,8 @@ def _syntax_error(err: yaml.YAMLError, text: str) -> SchematicDecodeError:
         return _fail(err.problem_mark.line + 1, problem)
     if isinstance(err, yaml.reader.ReaderError):
         line = text.count("\n", 0, max(err.position, 0)) + 1
-        return _fail(line, f"invalid character U+{err.character:04X}: {err.reason}")
+        code = ord(err.character) if isinstance(err.character, str) else int(err.character)
+        return _fail(line, f"invalid character U+{code:04X}: {err.reason}")
     return SchematicDecodeError("yaml: " + " ".join(str(err).split()))
 
 
@@ -101,13 +109,29 @@ def _refuse_event(event: Any) -> SchematicDecodeError:
     return _fail(line, f"explicit tags are not supported in schematics (found {tag})")
 
 
+# Blank lines, comment lines and "..." markers before the first document. go-yaml's parser skips such
+# document-end markers; libyaml (PyYAML's C parser) rejects them, so they are blanked out beforehand.
+_LEADING_END_MARKERS = re.compile(r"(?:[ \t]*(?:#[^\r\n]*)?(?:\r\n|\r|\n)|\.\.\.(?=[ \t\r\n]|\Z))*")
+
+
+def _blank_leading_end_markers(text: str) -> str:
+    prefix = _LEADING_END_MARKERS.match(text)
+    if prefix is None or "..." not in prefix.group():
+        return text
+    end = prefix.end()
+    return re.sub(r"^\.\.\.", "   ", text[:end], flags=re.MULTILINE) + text[end:]
+
+
 def _compose(text: str, max_depth: int, max_nodes: int) -> _YNode | None:
     """The first document as a node tree, or None when the stream holds no document.
 
     Stops at the first document's end so later documents are never even parsed; refuses aliases, tags,
     merge keys, deep nesting and oversized documents as soon as their event arrives.
     """
-    parser = _new_parser(text)
+    try:
+        parser = _new_parser(_blank_leading_end_markers(text))
+    except yaml.YAMLError as err:  # the pure-Python reader checks characters up front
+        raise _syntax_error(err, text) from None
     get_event = parser.get_event
     check_surrogates = _FAST_PARSER is None  # libyaml itself rejects surrogate escapes
     scalar_event, alias_event = yaml.ScalarEvent, yaml.AliasEvent
@@ -492,7 +516,7 @@ def _validate(s: Schematic, allow_owner: bool) -> None:
 
 
 def parse_schematic(
-    data: bytes, *, max_depth: int = 32, max_nodes: int = 20_000, allow_owner: bool = False
+    data: bytes, *, max_depth: int = 32, max_nodes: int = 10_000, allow_owner: bool = False
 ) -> Schematic:
     """Decode a request body into a :class:`Schematic`, accepting and typing exactly what upstream does.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import redis
@@ -42,7 +42,9 @@ class Created:
 
 
 class SchematicService:
-    def __init__(self, storage: SchematicStorage, lru: SchematicLRU, redis_client: redis.Redis | None) -> None:
+    def __init__(
+        self, storage: SchematicStorage, lru: SchematicLRU, redis_client: redis.Redis | None
+    ) -> None:
         self.storage = storage
         self.lru = lru
         self.redis = redis_client
@@ -121,7 +123,5 @@ class SchematicService:
             yield
         finally:
             if lock is not None:
-                try:
+                with suppress(redis.RedisError):  # it expires by itself
                     lock.release()
-                except redis.RedisError:
-                    pass  # it expires by itself

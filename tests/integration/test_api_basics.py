@@ -67,7 +67,10 @@ def test_unknown_route_and_wrong_method(api: FactoryAPI) -> None:
 def test_cors_actual_request_and_preflight(api: FactoryAPI) -> None:
     allowed = requests.get(f"{api.url}/healthz", headers={"Origin": "https://ui.example"}, timeout=5)
     assert allowed.headers["Access-Control-Allow-Origin"] == "https://ui.example"
-    assert allowed.headers["Access-Control-Expose-Headers"] == "Content-Disposition, Content-Length, Content-Type"
+    assert (
+        allowed.headers["Access-Control-Expose-Headers"]
+        == "Content-Disposition, Content-Length, Content-Type"
+    )
     assert "Origin" in allowed.headers["Vary"]
     other = requests.get(f"{api.url}/healthz", headers={"Origin": "https://evil.example"}, timeout=5)
     assert "Access-Control-Allow-Origin" not in other.headers

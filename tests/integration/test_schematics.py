@@ -208,7 +208,11 @@ def test_invalid_bodies_are_400_with_a_reason(pair: tuple[FactoryAPI, FactoryAPI
     assert unknown.status_code == 400
     assert "line 1: field something not found in type schematic.Schematic" in unknown.text
     assert unknown.text.endswith("\n")
-    for body in ("customization:\n  bootloader: auto\n", "customization:\n  meta:\n    - key: 300\n", "x: &a [1]\n"):
+    for body in (
+        "customization:\n  bootloader: auto\n",
+        "customization:\n  meta:\n    - key: 300\n",
+        "x: &a [1]\n",
+    ):
         response = post(a, body)
         assert response.status_code == 400 and response.text.strip(), body
     owner = post(a, "owner: alice\n")
@@ -223,7 +227,9 @@ def test_oversized_body_is_413(pair: tuple[FactoryAPI, FactoryAPI]) -> None:
     assert "262144" in response.text
 
 
-def test_tampered_blob_is_refused_never_served(reg: LoggingRegistry, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_tampered_blob_is_refused_never_served(
+    reg: LoggingRegistry, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     canonical = b"customization:\n    extraKernelArgs:\n        - tamper-check\n"
     sid = _push_like_the_go_factory(reg, canonical)
     data = reg.data_dir / "docker/registry/v2/blobs/sha256" / sid[:2] / sid / "data"

@@ -19,7 +19,9 @@ pytestmark = pytest.mark.integration
 def worker(
     tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, registry: RegistryServer
 ) -> Iterator[FactoryWorker]:
-    with worker_process(tmp_path_factory.mktemp("worker"), factory_config(redis_server.url, registry.host)) as w:
+    with worker_process(
+        tmp_path_factory.mktemp("worker"), factory_config(redis_server.url, registry.host)
+    ) as w:
         yield w
 
 
@@ -35,4 +37,6 @@ def test_task_round_trip_carries_the_request_id(
         request_id_var.reset(token)
     assert result.get(timeout=30) == {"payload": "hello", "request_id": "rid-from-the-api"}
     log = worker.log_path.read_text()
-    assert any('"request_id": "rid-from-the-api"' in line and '"msg": "ping"' in line for line in log.splitlines())
+    assert any(
+        '"request_id": "rid-from-the-api"' in line and '"msg": "ping"' in line for line in log.splitlines()
+    )

@@ -42,7 +42,7 @@ def options(value: dict[str, object]) -> str:
     return text(Schematic(overlay=Overlay(options=dict(value))))
 
 
-# §0 -------------------------------------------------------------------------------------------------------
+# §0 --------------------------------------------------------------------------------------------------------
 
 
 def test_empty_schematic_is_customization_braces_and_known_id() -> None:
@@ -52,11 +52,14 @@ def test_empty_schematic_is_customization_braces_and_known_id() -> None:
 
 def test_id_is_sha256_of_exact_bytes() -> None:
     s = args("vga=791")
-    assert schematic_id(s) == hashlib.sha256(b"customization:\n    extraKernelArgs:\n        - vga=791\n").hexdigest()
+    assert (
+        schematic_id(s)
+        == hashlib.sha256(b"customization:\n    extraKernelArgs:\n        - vga=791\n").hexdigest()
+    )
     assert schematic_id(s) == "eea1f9534c46d95c4715a2f13d17eacb927c13a42ef087c79b22c3bd0c49d073"
 
 
-# §1 struct order and omitempty ---------------------------------------------------------------------------
+# §1 struct order and omitempty -----------------------------------------------------------------------------
 
 
 def test_full_schematic_field_order_is_struct_order() -> None:
@@ -115,7 +118,10 @@ def test_overlay_image_and_name_are_not_omitempty() -> None:
 
 
 def test_overlay_with_only_options_is_not_empty() -> None:
-    assert options({"a": 1}) == 'overlay:\n    image: ""\n    name: ""\n    options:\n        a: 1\ncustomization: {}\n'
+    assert (
+        options({"a": 1})
+        == 'overlay:\n    image: ""\n    name: ""\n    options:\n        a: 1\ncustomization: {}\n'
+    )
 
 
 def test_meta_value_is_not_omitempty_inside_an_item() -> None:
@@ -128,17 +134,21 @@ def test_secureboot_enroll_keys_alone() -> None:
     assert text(s) == "customization:\n    secureboot:\n        enrollKeys: force\n"
 
 
-# §2 layout ------------------------------------------------------------------------------------------------
+# §2 layout -------------------------------------------------------------------------------------------------
 
 
 def test_sequences_are_indented_under_their_key() -> None:
-    assert text(args("noapic", "nolapic")) == "customization:\n    extraKernelArgs:\n        - noapic\n        - nolapic\n"
+    assert (
+        text(args("noapic", "nolapic"))
+        == "customization:\n    extraKernelArgs:\n        - noapic\n        - nolapic\n"
+    )
 
 
 def test_mapping_in_sequence_starts_on_dash_line_and_aligns_two_further() -> None:
     s = Schematic(customization=Customization(meta=(MetaValue(10, "foo"), MetaValue(11, "bar"))))
     assert text(s) == (
-        "customization:\n    meta:\n        - key: 10\n          value: foo\n        - key: 11\n          value: bar\n"
+        "customization:\n    meta:\n"
+        "        - key: 10\n          value: foo\n        - key: 11\n          value: bar\n"
     )
 
 
@@ -172,7 +182,8 @@ def test_embedded_machine_configuration_literal_at_8() -> None:
 def test_meta_value_literal_at_12() -> None:
     s = Schematic(customization=Customization(meta=(MetaValue(10, "a: b\nc: d\n"),)))
     assert text(s) == (
-        "customization:\n    meta:\n        - key: 10\n          value: |\n            a: b\n            c: d\n"
+        "customization:\n    meta:\n"
+        "        - key: 10\n          value: |\n            a: b\n            c: d\n"
     )
 
 
@@ -191,7 +202,9 @@ def test_overlay_option_literal_at_12() -> None:
 
 
 def test_multiline_kernel_arg_literal_at_dash_plus_two() -> None:
-    assert text(args("a\nb")) == "customization:\n    extraKernelArgs:\n        - |-\n          a\n          b\n"
+    assert (
+        text(args("a\nb")) == "customization:\n    extraKernelArgs:\n        - |-\n          a\n          b\n"
+    )
 
 
 def test_document_has_no_markers_and_one_final_newline() -> None:
@@ -207,18 +220,22 @@ def test_keep_chomped_literal_at_end_has_no_document_end_marker() -> None:
     assert marshal_value("hello\u2028\n") == "|+\n    hello\u2028\n".encode()
 
 
-# §3.1 non-strings -----------------------------------------------------------------------------------------
+# §3.1 non-strings ------------------------------------------------------------------------------------------
 
 
 def test_integers_are_decimal() -> None:
     s = Schematic(customization=Customization(meta=(MetaValue(0x0A, "foo"),), sector_size=0o10000))
     assert text(s) == (
-        "customization:\n    meta:\n        - key: 10\n          value: foo\n    diskImage:\n        sectorSize: 4096\n"
+        "customization:\n    meta:\n        - key: 10\n          value: foo\n"
+        "    diskImage:\n        sectorSize: 4096\n"
     )
 
 
 def test_bootloader_is_lower_case_name() -> None:
-    assert text(Schematic(customization=Customization(bootloader="GRUB"))) == "customization:\n    bootloader: grub\n"
+    assert (
+        text(Schematic(customization=Customization(bootloader="GRUB")))
+        == "customization:\n    bootloader: grub\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -247,7 +264,9 @@ def test_floats_use_go_format_float_g(value: float, expected: str) -> None:
 
 
 def test_option_scalars_of_every_type() -> None:
-    assert options({"b": True, "f": 1.5, "i": -7, "n": None, "t": GoTime("2024-01-02T00:00:00Z"), "u": 2**64 - 1}) == (
+    assert options(
+        {"b": True, "f": 1.5, "i": -7, "n": None, "t": GoTime("2024-01-02T00:00:00Z"), "u": 2**64 - 1}
+    ) == (
         'overlay:\n    image: ""\n    name: ""\n    options:\n'
         "        b: true\n        f: 1.5\n        i: -7\n        'n': null\n"
         "        t: 2024-01-02T00:00:00Z\n        u: 18446744073709551615\ncustomization: {}\n"
@@ -291,7 +310,26 @@ def test_strings_that_stay_plain(value: str) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["y", "Y", "yes", "Yes", "YES", "on", "On", "ON", "n", "N", "no", "No", "NO", "off", "Off", "OFF", "1:30", "<<"],
+    [
+        "y",
+        "Y",
+        "yes",
+        "Yes",
+        "YES",
+        "on",
+        "On",
+        "ON",
+        "n",
+        "N",
+        "no",
+        "No",
+        "NO",
+        "off",
+        "Off",
+        "OFF",
+        "1:30",
+        "<<",
+    ],
 )
 def test_yaml11_bools_base60_and_merge_are_single_quoted(value: str) -> None:
     assert text(args(value)) == f"customization:\n    extraKernelArgs:\n        - '{value}'\n"
@@ -299,7 +337,10 @@ def test_yaml11_bools_base60_and_merge_are_single_quoted(value: str) -> None:
 
 @pytest.mark.parametrize("value", ["off", "yes", "1:30", "-1:20:30.5", "<<"])
 def test_legacy_quotes_double_quote_yaml11_bools(value: str) -> None:
-    assert text(args(value), legacy_quotes=True) == f'customization:\n    extraKernelArgs:\n        - "{value}"\n'
+    assert (
+        text(args(value), legacy_quotes=True)
+        == f'customization:\n    extraKernelArgs:\n        - "{value}"\n'
+    )
 
 
 def test_legacy_quotes_change_only_those_strings() -> None:
@@ -328,7 +369,7 @@ def test_strings_resolving_to_other_types_are_double_quoted(value: str) -> None:
     ("value", "quoted"),
     [
         ("{}", "'{}'"),
-        ('{"externalIPs":["1.2.3.4"]}', "'{\"externalIPs\":[\"1.2.3.4\"]}'"),
+        ('{"externalIPs":["1.2.3.4"]}', '\'{"externalIPs":["1.2.3.4"]}\''),
         ("a: b", "'a: b'"),
         ("a:", "'a:'"),
         ("-", "'-'"),
@@ -392,12 +433,26 @@ def test_literal_indentation_indicator_for_leading_space() -> None:
     assert emc(" a\nb") == "customization:\n    embeddedMachineConfiguration: |4-\n         a\n        b\n"
 
 
+def test_literal_indentation_indicator_is_always_4_even_where_content_is_2_in() -> None:
+    """Upstream quirk reproduced on purpose: libyaml/go-yaml write ``|4`` from the configured indent, but a
+    sequence item's (or META value's) content is only 2 columns in, so this canonical text does not even
+    parse back. It is still what upstream hashes."""
+    assert (
+        text(args(" a\nb"))
+        == "customization:\n    extraKernelArgs:\n        - |4-\n           a\n          b\n"
+    )
+    meta = Schematic(customization=Customization(meta=(MetaValue(1, " x\n"),)))
+    assert text(meta) == "customization:\n    meta:\n        - key: 1\n          value: |4\n             x\n"
+
+
 def test_literal_leading_line_break_keeps_first_empty_line() -> None:
     assert emc("\nfoo\n") == "customization:\n    embeddedMachineConfiguration: |\n\n        foo\n"
 
 
 def test_literal_empty_lines_are_not_indented() -> None:
-    assert emc("a\n\n\nb\n") == "customization:\n    embeddedMachineConfiguration: |\n        a\n\n\n        b\n"
+    assert (
+        emc("a\n\n\nb\n") == "customization:\n    embeddedMachineConfiguration: |\n        a\n\n\n        b\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -444,7 +499,7 @@ GO_YAML_MARSHAL_CASES: list[tuple[object, str]] = [
     ("  hello  \n", '"  hello  \\n"\n'),
     ("hello\n  ", '"hello\\n  "\n'),
     (" \nhello", '" \\nhello"\n'),
-    ({"_": "\na:\n        b:\n                c: d\n"}, "_: |\n\n    a:\n            b:\n                    c: d\n"),
+    ({"_": "\na:\n        b:\n                c: d\n"}, "_: |\n\n    a:\n            b:\n                    c: d\n"),  # noqa: E501
     ({"foo": {"bar": "a?bc"}}, "foo:\n    bar: a?bc\n"),
     ({"a": "1:1"}, "a: '1:1'\n"),
     ({"a": "\x00"}, 'a: "\\0"\n'),
@@ -501,7 +556,8 @@ def test_typed_keys_sort_numbers_before_null_before_strings() -> None:
 
 def test_top_level_option_keys_are_strings() -> None:
     assert options({"1": "a", "true": "b"}) == (
-        'overlay:\n    image: ""\n    name: ""\n    options:\n        "1": a\n        "true": b\ncustomization: {}\n'
+        'overlay:\n    image: ""\n    name: ""\n    options:\n'
+        '        "1": a\n        "true": b\ncustomization: {}\n'
     )
 
 
@@ -516,7 +572,7 @@ def test_multiline_key_is_a_complex_literal_key() -> None:
     assert marshal_value({"a\nb": 2}) == b"? |-\n    a\n    b\n: 2\n"
 
 
-# go_resolve (the typing the emitter quotes against, shared with the decoder) ------------------------------
+# go_resolve (the typing the emitter quotes against, shared with the decoder) -------------------------------
 
 
 @pytest.mark.parametrize(
