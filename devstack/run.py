@@ -226,10 +226,17 @@ def run(state_dir: Path, port: int, factory_bin: str | None) -> int:
         start(FactoryWorker(binary, config_path, state, 0, logs / "worker.log"))
 
         print(_banner(api, registry, s3, redis_url, reused, state), flush=True)
+        reported: set[str] = set()
         while True:
             for service in services:
-                if not service.running:
+                if service.running or service.name in reported:
+                    continue
+                if isinstance(service, (FactoryAPI, FactoryWorker)):
                     raise _ChildDied(service)
+                # A backing service going away is something to observe (/readyz turns 503 and names
+                # it), not a reason to take the factory down.
+                reported.add(service.name)
+                log.warning("%s exited (code %s); the factory runs on", service.name, service.returncode)
             time.sleep(0.5)
     except _Shutdown as sig:
         log.info("received %s, shutting down", signal.Signals(sig.signum).name)
