@@ -85,6 +85,7 @@ def main() -> None:
                     return s.post(f"{api.url}/schematics", data=SAMPLE, timeout=30).status_code
 
                 existing(requests.Session(), 0)
+                throughput(n // 4, c, health)  # warm-up: connections, worker threads, imports
                 base = throughput(n, c, health)
                 created = throughput(max(n // 4, 50), c, new)
                 dup = throughput(n, c, existing)
