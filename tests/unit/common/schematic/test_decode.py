@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from common.errors import InvalidInputError
@@ -19,6 +17,7 @@ from common.schematic import (
     parse_schematic,
 )
 from common.schematic import decode as decode_module
+from tests.support.hostile import HOSTILE
 
 
 def parse(body: str) -> Schematic:
@@ -568,35 +567,16 @@ def test_syntax_errors_are_one_line(body: str, expected: str) -> None:
     assert error_of(body) == expected
 
 
-# Speed -----------------------------------------------------------------------------------------------------
-
-HOSTILE = {
-    "unclosed flow": b"[" * 262_144,
-    "unclosed flow maps": b"{a: " * 65_536,
-    "deep block nesting": b"".join(b"  " * i + b"a:\n" for i in range(300)),
-    "alias bomb": b'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
-    + b"".join(
-        b"%c: &%c [" % (98 + i, 98 + i) + b",".join([b"*%c" % (97 + i)] * 9) + b"]\n" for i in range(9)
-    ),
-    "late alias": b"overlay:\n  options:\n"
-    + b"".join(b"    k%d: v\n" % i for i in range(18_000))[:262_000]
-    + b"  z: *q\n",
-    "duplicate keys": b"{" + b"a: 1, " * 43_690 + b"}",
-    "unknown keys": b"".join(b"k%d: 1\n" % i for i in range(30_000))[:262_144],
-    "tags": b"!!str " * 43_690,
-    "nul bytes": b"\x00" * 262_144,
-    "bad utf-8 at end": b"a: " + b"x" * 262_140 + b"\xff",
-}
+# Hostile input --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", list(HOSTILE))
-def test_hostile_bodies_are_refused_fast(name: str) -> None:
+def test_hostile_bodies_are_refused(name: str) -> None:
+    """Refused, not expanded; how fast is measured by bench/hostile_schematics.py (target < 100 ms)."""
     body = HOSTILE[name]
     assert len(body) <= 300_000
-    started = time.perf_counter()
     with pytest.raises(SchematicDecodeError):
         parse_schematic(body)
-    assert time.perf_counter() - started < 0.1
 
 
 # Without libyaml --------------------------------------------------------------------------------------------
