@@ -48,11 +48,18 @@ class SchematicService:
         self.storage = storage
         self.lru = lru
         self.redis = redis_client
+        # Keys name the repository too: factories sharing a Redis but not a registry must not
+        # see each other's schematics as stored.
+        scope = storage.client.repo.reference
+        self._key = f"{REDIS_PREFIX}{scope}:"
+        self._lock_key = f"{LOCK_PREFIX}{scope}:"
 
     def create(self, body: bytes) -> Created:
         schematic_id, canonical = canonicalize(body)
-        if self.lru.get(schematic_id) is not None or self._from_redis(schematic_id) is not None:
+        if self.lru.get(schematic_id) is not None:
             return Created(schematic_id, canonical, existed=True)
+        # Redis is not trusted to say "stored" here: the registry is the source of truth, and one
+        # HEAD per new-to-this-process schematic is cheap next to losing one.
         with self._lock(schematic_id):
             existed = self.storage.exists(schematic_id)
             if not existed:
@@ -89,7 +96,7 @@ class SchematicService:
         if self.redis is None:
             return
         try:
-            self.redis.set(REDIS_PREFIX + schematic_id, canonical, ex=REDIS_TTL_SECONDS)
+            self.redis.set(self._key + schematic_id, canonical, ex=REDIS_TTL_SECONDS)
         except redis.RedisError as exc:
             log.warning("cannot publish schematic to redis", extra={"error": str(exc)})
 
@@ -97,7 +104,7 @@ class SchematicService:
         if self.redis is None:
             return None
         try:
-            data = self.redis.get(REDIS_PREFIX + schematic_id)
+            data = self.redis.get(self._key + schematic_id)
         except redis.RedisError as exc:
             log.warning("redis unavailable for schematic lookup", extra={"error": str(exc)})
             return None
@@ -114,7 +121,7 @@ class SchematicService:
         lock = None
         if self.redis is not None:
             try:
-                candidate = self.redis.lock(LOCK_PREFIX + schematic_id, timeout=30, blocking_timeout=30)
+                candidate = self.redis.lock(self._lock_key + schematic_id, timeout=30, blocking_timeout=30)
                 if candidate.acquire():
                     lock = candidate
             except redis.RedisError as exc:

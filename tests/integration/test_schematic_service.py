@@ -39,5 +39,19 @@ def test_create_is_published_to_redis_for_other_replicas(
     with pytest.raises(NotFoundError):
         second.get(absent)
     created = first.create(b"customization: {extraKernelArgs: [published]}")
-    assert client.get("if:schematic:" + created.id) == created.canonical
+    assert client.get(f"if:schematic:{registry.host}/svc/schematics:{created.id}") == created.canonical
     assert second.get(created.id) == created.canonical
+
+
+def test_factories_sharing_redis_but_not_a_registry_stay_apart(
+    registry: RegistryServer, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    with RegistryServer(tmp_path_factory.mktemp("other-registry")) as other:
+        first = service(registry, client)
+        second = service(other, client)
+        created = first.create(b"customization: {extraKernelArgs: [scoped]}")
+        with pytest.raises(NotFoundError):
+            second.get(created.id)
+        assert not second.create(b"customization: {extraKernelArgs: [scoped]}").existed
+        assert service(other, None).get(created.id) == created.canonical
