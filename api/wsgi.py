@@ -8,9 +8,9 @@ import os
 
 from api.app import create_app
 from api.server import brand_gunicorn
-from common.config import load_config
+from common.config import load_config_from_environment
 from common.logging import configure_logging
 
 brand_gunicorn()
 configure_logging(os.environ.get("IMAGE_FACTORY_LOG_LEVEL", "info"))
-app = create_app(load_config([s for s in [os.environ.get("IMAGE_FACTORY_CONFIG", "")] if s]))
+app = create_app(load_config_from_environment())

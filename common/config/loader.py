@@ -27,6 +27,16 @@ def load_config(specs: Sequence[str] = (), environ: Mapping[str, str] | None = N
     return config
 
 
+def load_config_from_environment(environ: Mapping[str, str] | None = None) -> Config:
+    """For entrypoints without a command line (gunicorn, celery): sources from ``IMAGE_FACTORY_CONFIG``.
+
+    It takes what ``--config`` takes (comma-separated); ``env=IF_`` is applied first as always.
+    """
+    env = os.environ if environ is None else environ
+    spec = env.get("IMAGE_FACTORY_CONFIG", "")
+    return load_config([spec] if spec else [], env)
+
+
 def _convert(item: Assignment) -> object:
     try:
         return leaf_field(item.key).deserialize(item.value)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,7 +132,3 @@ def _split_repository(key: KeyInfo, ref: str, origin: str) -> Iterator[Assignmen
     index = key_index()
     for name, value in (("registry", registry), ("namespace", "/".join(parts)), ("repository", repository)):
         yield Assignment(index[f"{key.path}.{name}".lower()], value, origin)
-
-
-def environ_default() -> Mapping[str, str]:
-    return os.environ

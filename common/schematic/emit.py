@@ -123,22 +123,16 @@ def _getnum(s: str, pos: int, fixed: bool) -> tuple[int, int] | None:
 
 def _parse_clock(s: str, pos: int) -> tuple[int, int, int, int, int] | None:
     """``15:4:5.999999999`` → (hour, minute, second, nanoseconds, next position)."""
-    got = _getnum(s, pos, False)
-    if got is None or got[0] >= 24:
-        return None
-    hour, pos = got
-    if s[pos : pos + 1] != ":":
-        return None
-    got = _getnum(s, pos + 1, False)
-    if got is None or got[0] >= 60:
-        return None
-    minute, pos = got
-    if s[pos : pos + 1] != ":":
-        return None
-    got = _getnum(s, pos + 1, False)
-    if got is None or got[0] >= 60:
-        return None
-    second, pos = got
+    fields: list[int] = []
+    for index, limit in enumerate((24, 60, 60)):
+        if index and s[pos : pos + 1] != ":":
+            return None
+        got = _getnum(s, pos + (1 if index else 0), False)
+        if got is None or got[0] >= limit:
+            return None
+        value, pos = got
+        fields.append(value)
+    hour, minute, second = fields
     nanos = 0
     if pos + 1 < len(s) and s[pos] in ".," and s[pos + 1] in _DIGITS:
         end = pos + 1

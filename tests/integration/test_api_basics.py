@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
@@ -96,7 +95,7 @@ def test_cors_actual_request_and_preflight(api: FactoryAPI) -> None:
     assert post.status_code == 204 and "Access-Control-Allow-Origin" not in post.headers
 
 
-def test_readyz_follows_redis(api: FactoryAPI, own_redis: RedisServer, tmp_path: Path) -> None:
+def test_readyz_follows_redis(api: FactoryAPI, own_redis: RedisServer) -> None:
     ready = requests.get(f"{api.url}/readyz", timeout=10)
     assert ready.status_code == 200, ready.text
     own_redis.stop()

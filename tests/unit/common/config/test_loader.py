@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from common.config import ConfigError, load_config
+from common.config import ConfigError, load_config, load_config_from_environment
 from common.config.schema import key_index
 
 
@@ -202,3 +202,15 @@ def test_missing_file_and_unknown_provider(tmp_path: Path) -> None:
 
 def test_empty_yaml_file_changes_nothing(tmp_path: Path) -> None:
     assert load_config([write(tmp_path, "e.yaml", "")], environ={}).build.maxConcurrency == 6
+
+
+def test_entrypoints_read_sources_from_image_factory_config(tmp_path: Path) -> None:
+    y = write(tmp_path, "a.yaml", "build:\n  maxConcurrency: 2\n")
+    env = {
+        "IMAGE_FACTORY_CONFIG": f"env=IF_,{y}",
+        "IF_BUILD_MAXCONCURRENCY": "3",
+        "IF_BUILD_MINTALOSVERSION": "1.7.0",
+    }
+    config = load_config_from_environment(env)
+    assert (config.build.maxConcurrency, config.build.minTalosVersion) == (2, "1.7.0")
+    assert load_config_from_environment({"IF_BUILD_MAXCONCURRENCY": "3"}).build.maxConcurrency == 3
