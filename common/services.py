@@ -6,10 +6,16 @@ by configuration in exactly one place.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import redis
 
+from common.artifacts.manager import ArtifactsManager
+from common.artifacts.store import ArtifactStore
+from common.artifacts.verify import verifier_from_config
 from common.config import Config
 from common.readiness import Check, readiness_checks
 from common.registry.client import RegistryClient
@@ -23,7 +29,17 @@ class Services:
     config: Config
     redis: redis.Redis
     schematics: SchematicService
+    artifacts: ArtifactsManager
     readiness: dict[str, Check] = field(default_factory=dict)
+
+
+def storage_dir(config: Config) -> Path:
+    return Path(config.artifacts.storageDir or os.path.join(tempfile.gettempdir(), "image-factory-artifacts"))
+
+
+def build_artifacts(config: Config) -> ArtifactsManager:
+    store = ArtifactStore(storage_dir(config), config.artifacts.storageMaxSize)
+    return ArtifactsManager(config, store, verifier_from_config(config.containerSignature))
 
 
 def build_services(config: Config) -> Services:
@@ -36,5 +52,9 @@ def build_services(config: Config) -> Services:
         client,
     )
     return Services(
-        config=config, redis=client, schematics=schematics, readiness=readiness_checks(config, client)
+        config=config,
+        redis=client,
+        schematics=schematics,
+        artifacts=build_artifacts(config),
+        readiness=readiness_checks(config, client),
     )

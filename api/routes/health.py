@@ -17,7 +17,9 @@ def healthz() -> Response:
 
 @bp.route("/readyz", methods=["GET", "HEAD"])
 def readyz() -> Response:
-    down = failing(current_app.extensions["factory"].readiness)
+    services = current_app.extensions["factory"]
+    down = failing(services.readiness)
+    notes = [note for note in (services.artifacts.versions_note(),) if note]
     if down:
-        return text_response("not ready: " + ", ".join(down) + " down", 503)
-    return text_response("ok", 200)
+        return text_response("\n".join(["not ready: " + ", ".join(down) + " down", *notes]), 503)
+    return text_response("\n".join(["ok", *notes]), 200)

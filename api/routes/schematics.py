@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from flask import Blueprint, Response, current_app, request
 
+from api.responses import go_json
 from common.schematic.service import SchematicService
 
 bp = Blueprint("schematics", __name__)
@@ -14,20 +13,6 @@ bp = Blueprint("schematics", __name__)
 def _service() -> SchematicService:
     service: SchematicService = current_app.extensions["factory"].schematics
     return service
-
-
-def go_json(payload: object) -> bytes:
-    """JSON as Go's json.Encoder writes it: compact, HTML-escaped, newline-terminated."""
-    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-    for char, escaped in (
-        ("<", "\\u003c"),
-        (">", "\\u003e"),
-        ("&", "\\u0026"),
-        ("\u2028", "\\u2028"),
-        ("\u2029", "\\u2029"),
-    ):
-        text = text.replace(char, escaped)
-    return (text + "\n").encode()
 
 
 @bp.post("/schematics")

@@ -95,6 +95,13 @@ class ContainerSignatureOptions:
         "sha256", "PublicKeyHashAlgo specifies the hash algorithm used for verifying the public key."
     )
     disabled: bool = opt(False, "Disabled disables signature verification.")
+    trustedRootFile: str = opt(
+        "",
+        "Sigstore trusted root (trusted_root.json or a client trust config) for keyless verification; "
+        "empty means the public-good root embedded in the factory (no network needed). Set it for "
+        "air-gapped sites with their own Fulcio and Rekor.",
+        ours=True,
+    )
 
 
 @dataclass
@@ -267,6 +274,17 @@ class ArtifactsOptions:
     )
     refreshInterval: timedelta = opt(
         timedelta(minutes=5), "How often to refresh the connection to registries."
+    )
+    storageDir: str = opt(
+        "",
+        "Directory for pulled and unpacked source images (content-addressed, shared by all processes "
+        "on the host); empty means `$TMPDIR/image-factory-artifacts`.",
+        ours=True,
+    )
+    storageMaxSize: int = opt(
+        20 * 1024**3,
+        "Bytes of local source-image storage kept before least-recently-used entries are evicted.",
+        ours=True,
     )
 
 

@@ -11,6 +11,8 @@ import functools
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
 
@@ -24,12 +26,40 @@ from common.errors import FactoryError, UnavailableError
 log = logging.getLogger(__name__)
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
+MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+ACCEPT_MANIFESTS = ", ".join((OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
 TIMEOUT = 10.0
+MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 
 
 class RegistryError(FactoryError):
     """The registry answered with something we did not expect (not a dependency outage)."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A manifest or index exactly as the registry sent it; ``digest`` is verified against ``body``."""
+
+    body: bytes
+    media_type: str
+    digest: str
+
+    @property
+    def document(self) -> dict[str, Any]:
+        value = json.loads(self.body)
+        if not isinstance(value, dict):
+            raise RegistryError(f"manifest {self.digest} is not a JSON object")
+        return value
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_TYPES
 
 
 class RegistryClient:
@@ -108,12 +138,106 @@ class RegistryClient:
         return digest
 
     def put_manifest(self, reference: str, manifest: dict[str, Any], media_type: str) -> str:
-        body = json.dumps(manifest, separators=(",", ":")).encode()
+        return self.put_manifest_bytes(
+            reference, json.dumps(manifest, separators=(",", ":")).encode(), media_type
+        )
+
+    def put_manifest_bytes(self, reference: str, body: bytes, media_type: str) -> str:
         response = self._request(
             "PUT", f"{self.base}/manifests/{reference}", data=body, headers={"Content-Type": media_type}
         )
         _check(response, "PUT manifest")
         return "sha256:" + hashlib.sha256(body).hexdigest()
+
+    def get_manifest(self, reference: str) -> Manifest | None:
+        """The manifest or index at a tag or digest, or None when absent.
+
+        The body's sha256 is checked against a digest reference (and against the registry's
+        Docker-Content-Digest header for tags), so a lying registry cannot substitute content.
+        """
+        response = self._request(
+            "GET", f"{self.base}/manifests/{reference}", headers={"Accept": ACCEPT_MANIFESTS}, stream=True
+        )
+        if response.status_code == 404:
+            response.close()
+            return None
+        _check(response, f"GET manifest {reference}")
+        body = _read_bounded(response, MAX_MANIFEST_SIZE, f"manifest {reference}")
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        expected = (
+            reference if reference.startswith("sha256:") else response.headers.get("Docker-Content-Digest")
+        )
+        if expected and expected != digest:
+            raise RegistryError(f"manifest {self.repo.path}@{reference} does not match its digest {expected}")
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        if media_type not in INDEX_TYPES | MANIFEST_TYPES:
+            media_type = str(json.loads(body).get("mediaType", media_type))
+        return Manifest(body=body, media_type=media_type, digest=digest)
+
+    def resolve(self, reference: str) -> str | None:
+        """The digest a tag points at (HEAD), or None when the tag does not exist."""
+        response = self._request(
+            "HEAD", f"{self.base}/manifests/{reference}", headers={"Accept": ACCEPT_MANIFESTS}
+        )
+        if response.status_code == 404:
+            return None
+        _check(response, f"HEAD manifest {reference}")
+        digest = response.headers.get("Docker-Content-Digest")
+        if digest:
+            return digest
+        manifest = self.get_manifest(reference)
+        return manifest.digest if manifest else None
+
+    def get_referrers(self, digest: str) -> dict[str, Any] | None:
+        """The OCI 1.1 referrers index of ``digest``, or None when the registry has no referrers API."""
+        response = self._request("GET", f"{self.base}/referrers/{digest}", headers={"Accept": OCI_INDEX})
+        if response.status_code in (404, 405) or not response.headers.get("Content-Type", "").startswith(
+            OCI_INDEX
+        ):
+            return None
+        _check(response, "GET referrers")
+        value = response.json()
+        return value if isinstance(value, dict) else None
+
+    def list_tags(self, page_size: int = 1000) -> list[str]:
+        """Every tag of the repository (follows the registry's Link pagination); [] when it does not exist."""
+        tags: list[str] = []
+        url: str | None = f"{self.base}/tags/list?n={page_size}"
+        while url:
+            response = self._request("GET", url)
+            if response.status_code == 404:
+                return tags
+            _check(response, "list tags")
+            tags.extend(response.json().get("tags") or [])
+            url = _next_link(response, f"{self.scheme}://{self.repo.registry}")
+        return tags
+
+    def stream_blob(self, digest: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """The blob's bytes in chunks; the caller verifies the digest (it sees every byte anyway)."""
+        response = self._request("GET", f"{self.base}/blobs/{digest}", stream=True)
+        if response.status_code == 404:
+            response.close()
+            raise RegistryError(f"blob {self.repo.path}@{digest} does not exist")
+        _check(response, "GET blob")
+        with response:
+            yield from response.iter_content(chunk_size)
+
+
+def _read_bounded(response: requests.Response, limit: int, what: str) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    with response:
+        for chunk in response.iter_content(65536):
+            size += len(chunk)
+            if size > limit:
+                raise RegistryError(f"{what} is larger than {limit} bytes")
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _next_link(response: requests.Response, origin: str) -> str | None:
+    link = response.links.get("next", {}).get("url")
+    return urljoin(origin + "/", link) if link else None
 
 
 def _check(response: requests.Response, what: str) -> None:

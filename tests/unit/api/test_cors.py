@@ -1,5 +1,5 @@
 from api.cors import OriginMatcher
-from api.routes.schematics import go_json
+from api.responses import go_json
 
 
 def test_origin_matching() -> None:

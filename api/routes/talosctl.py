@@ -1,0 +1,59 @@
+"""talosctl downloads for a Talos version, from the release's talosctl-all image."""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+from collections.abc import Iterator
+from urllib.parse import quote
+
+from flask import Blueprint, Response, current_app
+
+from api.responses import json_response
+from api.routes.meta import artifacts
+from common.artifacts import versions as v
+from common.errors import NotFoundError
+
+bp = Blueprint("talosctl", __name__)
+CHUNK = 1 << 20
+
+
+@bp.get("/talosctl/<version>")
+def talosctl_list(version: str) -> Response:
+    parsed = v.parse_tolerant(version)
+    tuples = artifacts().talosctl_tuples(parsed)
+    base = current_app.extensions["factory"].config.http.externalURL.rstrip("/")
+    tag = v.tag(parsed)
+    return json_response(
+        [f"{base}/talosctl/{quote(tag)}/{quote(name)}" for name in sorted(t.filename for t in tuples)]
+    )
+
+
+@bp.route("/talosctl/<version>/<path>", methods=["GET", "HEAD"])
+def talosctl_file(version: str, path: str) -> Response:
+    parsed = v.parse_tolerant(version)
+    with artifacts().talosctl(parsed) as image:
+        target = image.fs / path
+        # A file name, never a path: upstream would 500 on a missing file; we say what is missing.
+        if (
+            path in ("", ".", "..")
+            or target.parent != image.fs
+            or not target.is_file()
+            or target.is_symlink()
+        ):
+            raise NotFoundError(f"talosctl {v.tag(parsed)} has no file {path!r}")
+        handle = open(target, "rb")  # noqa: SIM115 - streamed after the store entry is released
+    size = os.fstat(handle.fileno()).st_size
+    content_type = (mimetypes.guess_type(path)[0] if "." in path else None) or "application/octet-stream"
+    headers = {"Content-Length": str(size), "Content-Disposition": f'attachment; filename="{path}"'}
+
+    def stream() -> Iterator[bytes]:
+        while chunk := handle.read(CHUNK):
+            yield chunk
+
+    # HEAD: Werkzeug sends the headers and skips the body.
+    response = Response(
+        stream(), status=200, headers=headers, content_type=content_type, direct_passthrough=True
+    )
+    response.call_on_close(handle.close)
+    return response

@@ -1,0 +1,406 @@
+"""The artifacts manager: a Talos release's images, verified, then unpacked into the local store.
+
+Every image is addressed as ``<artifacts.core.registry>/<namespace>/<component>``. Tag-based images
+(imager, installer(-base), catalogs, talosctl-all) are resolved to a digest first, and everything
+after that is done by that digest: the signature is checked for it, the platform manifest is
+chosen from the verified index, and each blob is checked against its descriptor while it streams.
+Catalog-based images (extensions, overlays) are pulled by the catalog's digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from common.artifacts import versions as v
+from common.artifacts.catalog import (
+    ExtensionRef,
+    OverlayRef,
+    TalosctlTuple,
+    parse_extensions,
+    parse_overlays,
+    parse_talosctl,
+)
+from common.artifacts.store import ArtifactStore
+from common.artifacts.unpack import UnpackError, apply_layers
+from common.artifacts.verify import SourceVerifier
+from common.config import Config
+from common.config.options import RepositoryOptions
+from common.errors import FactoryError, NotFoundError, UnavailableError
+from common.registry.client import Manifest, RegistryClient, RegistryError
+
+log = logging.getLogger(__name__)
+
+ARCHES = ("amd64", "arm64")
+OVERLAYS_SINCE = v.Version(1, 7, 0)
+TALOSCTL_SINCE = v.Version(1, 11, 0)
+UNIFIED_INSTALLER_SINCE = v.Version(1, 10, 0)
+# After a failed refresh, serve the last good list and try again after this long.
+FAILED_REFRESH_RETRY = 30.0
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class UnpackedImage:
+    """A flattened image filesystem at ``fs``, with SELinux labels the layers carried."""
+
+    digest: str  # the verified digest (index or manifest) the image was pulled by
+    manifest_digest: str  # the platform manifest
+    fs: Path
+    labels: dict[str, str]
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ImageLayers:
+    """An image kept as its original (compressed) layers, e.g. the installer base."""
+
+    digest: str
+    manifest: dict[str, Any]
+    config: bytes
+    layers: list[tuple[dict[str, Any], Path]]  # (descriptor, blob path)
+
+
+class ArtifactsManager:
+    def __init__(
+        self,
+        config: Config,
+        store: ArtifactStore,
+        verifier: SourceVerifier,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.core = config.artifacts.core
+        self.components = config.artifacts.core.components
+        self.minimum = v.parse_tolerant(config.build.minTalosVersion)
+        self.broken = [v.parse_tolerant(b) for b in config.build.brokenTalosVersions]
+        self.recheck = config.artifacts.talosVersionRecheckInterval.total_seconds()
+        self.store = store
+        self.verifier = verifier
+        self.clock = clock
+        self._clients: dict[str, RegistryClient] = {}
+        self._versions: list[v.Version] | None = None
+        self._versions_checked = 0.0
+        self._versions_error: str | None = None
+        self._versions_stale_since: float | None = None
+        self._versions_lock = threading.Lock()
+        self._catalogs: dict[tuple[str, str], tuple[float, Any]] = {}
+        self._catalog_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    # --- registry plumbing -------------------------------------------------------------------
+
+    def client(self, repository: str) -> RegistryClient:
+        with self._guard:
+            if repository not in self._clients:
+                self._clients[repository] = RegistryClient(
+                    RepositoryOptions(
+                        registry=self.core.registry,
+                        namespace=self.core.namespace,
+                        repository=repository,
+                        insecure=self.core.insecure,
+                    )
+                )
+            return self._clients[repository]
+
+    def _resolve(self, repository: str, tag: str) -> tuple[RegistryClient, str] | None:
+        client = self.client(repository)
+        digest = client.resolve(tag)
+        return (client, digest) if digest else None
+
+    def _platform_manifest(self, client: RegistryClient, digest: str, arch: str) -> Manifest:
+        top = client.get_manifest(digest)
+        if top is None:
+            raise RegistryError(f"{client.repo.reference}@{digest} disappeared from the registry")
+        if not top.is_index:
+            return top
+        for entry in top.document.get("manifests", []):
+            platform = entry.get("platform") or {}
+            if platform.get("os") == "linux" and platform.get("architecture") == arch:
+                manifest = client.get_manifest(entry["digest"])
+                if manifest is None:
+                    raise RegistryError(f"{client.repo.reference}@{entry['digest']} is missing")
+                return manifest
+        raise NotFoundError(f"image {client.repo.reference}@{digest} has no linux/{arch} variant")
+
+    def _verified(self, client: RegistryClient, digest: str) -> None:
+        self.verifier.verify(client, digest)
+
+    # --- Talos versions ----------------------------------------------------------------------
+
+    def talos_versions(self) -> list[v.Version]:
+        """Offered versions; refreshed every recheck interval, stale (and logged) when that fails."""
+        now = self.clock()
+        cached = self._versions
+        if cached is not None and now - self._versions_checked < self.recheck:
+            return cached
+        # One refresh at a time; others keep answering from the last good list meanwhile.
+        if not self._versions_lock.acquire(blocking=cached is None):
+            return cached or []
+        try:
+            if self._versions is not None and self.clock() - self._versions_checked < self.recheck:
+                return self._versions
+            return self._refresh_versions()
+        finally:
+            self._versions_lock.release()
+
+    def _refresh_versions(self) -> list[v.Version]:
+        client = self.client(self.components.imager)
+        try:
+            tags = client.list_tags()
+            if not tags:
+                raise UnavailableError(f"no Talos versions: {client.repo.reference} has no tags")
+        except (UnavailableError, RegistryError) as exc:
+            if self._versions is None:
+                raise UnavailableError(f"failed to list Talos versions: {exc}") from exc
+            if self._versions_stale_since is None:
+                self._versions_stale_since = time.time()
+            self._versions_error = str(exc)
+            self._versions_checked = self.clock() - self.recheck + FAILED_REFRESH_RETRY
+            log.warning(
+                "serving the last good Talos version list: refresh failed",
+                extra={"error": str(exc), "stale_since": self._versions_stale_since},
+            )
+            return self._versions
+        self._versions = v.select_versions(tags, self.minimum, self.broken)
+        self._versions_checked = self.clock()
+        self._versions_error = None
+        self._versions_stale_since = None
+        return self._versions
+
+    def versions_note(self) -> str | None:
+        """A line for /readyz when the version list is being served stale."""
+        if self._versions_stale_since is None:
+            return None
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._versions_stale_since))
+        return f"talos versions: serving the list from before {since}; refresh failed: {self._versions_error}"
+
+    def broken_versions(self) -> list[v.Version]:
+        return list(self.broken)
+
+    def require(self, version: v.Version) -> str:
+        """The version's tag, or 404 ``version X is not available`` (upstream's text, no ``v``)."""
+        if version not in self.talos_versions():
+            raise NotFoundError(f"version {version} is not available")
+        return v.tag(version)
+
+    # --- catalogs ----------------------------------------------------------------------------
+
+    def _cached(self, kind: str, tag: str, load: Callable[[], T]) -> T:
+        key = (kind, tag)
+        with self._guard:
+            hit = self._catalogs.get(key)
+            if hit and hit[0] > self.clock():
+                return hit[1]
+            lock = self._catalog_locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._guard:
+                hit = self._catalogs.get(key)
+                if hit and hit[0] > self.clock():
+                    return hit[1]
+            value = load()
+            with self._guard:
+                self._catalogs[key] = (self.clock() + max(self.recheck, 1.0), value)
+            return value
+
+    def _read_files(self, repository: str, tag: str, names: set[str] | None) -> dict[str, bytes]:
+        """Regular files at the root of a small tag-based image (catalogs, talosctl names)."""
+        with self.image_by_tag(repository, tag, "amd64") as image:
+            found: dict[str, bytes] = {}
+            for path in image.fs.iterdir():
+                if path.is_file() and not path.is_symlink() and (names is None or path.name in names):
+                    found[path.name] = path.read_bytes() if names is not None else b""
+            return found
+
+    def official_extensions(self, version: v.Version) -> list[ExtensionRef]:
+        tag = self.require(version)
+
+        def load() -> list[ExtensionRef]:
+            files = self._read_files(
+                self.components.extensionManifest, tag, {"image-digests", "descriptions.yaml"}
+            )
+            return parse_extensions(
+                files.get("image-digests"), files.get("descriptions.yaml"), self.core.registry
+            )
+
+        return self._cached("extensions", tag, load)
+
+    def official_overlays(self, version: v.Version) -> list[OverlayRef]:
+        tag = self.require(version)
+        if version < OVERLAYS_SINCE:
+            return []
+
+        def load() -> list[OverlayRef]:
+            files = self._read_files(self.components.overlayManifest, tag, {"overlays.yaml"})
+            return parse_overlays(files.get("overlays.yaml"))
+
+        return self._cached("overlays", tag, load)
+
+    def talosctl_tuples(self, version: v.Version) -> list[TalosctlTuple]:
+        tag = self.require(version)
+        if v.core(version) < TALOSCTL_SINCE:
+            return []
+
+        def load() -> list[TalosctlTuple]:
+            return parse_talosctl(sorted(self._read_files(self.components.talosctl, tag, None)))
+
+        return self._cached("talosctl", tag, load)
+
+    # --- images ------------------------------------------------------------------------------
+
+    def installer_repository(self, version: v.Version) -> str:
+        if v.core(version) >= UNIFIED_INSTALLER_SINCE:
+            return self.components.installerBase
+        return self.components.installer
+
+    @contextmanager
+    def image_by_tag(self, repository: str, tag: str, arch: str) -> Iterator[UnpackedImage]:
+        resolved = self._resolve(repository, tag)
+        if resolved is None:
+            raise NotFoundError(f"image {self.client(repository).repo.reference}:{tag} does not exist")
+        client, digest = resolved
+        with self._unpacked(client, digest, arch) as image:
+            yield image
+
+    @contextmanager
+    def image_by_digest(self, repository: str, digest: str, arch: str) -> Iterator[UnpackedImage]:
+        with self._unpacked(self.client(repository), digest, arch) as image:
+            yield image
+
+    def imager(self, version: v.Version) -> AbstractContextManager[UnpackedImage]:
+        """The imager image (amd64 variant, which carries the boot payload of every arch)."""
+        return self.image_by_tag(self.components.imager, self.require(version), "amd64")
+
+    @contextmanager
+    def talosctl(self, version: v.Version) -> Iterator[UnpackedImage]:
+        tag = self.require(version)
+        try:
+            with self.image_by_tag(self.components.talosctl, tag, "amd64") as image:
+                yield image
+        except NotFoundError as exc:
+            if "does not exist" in exc.message:
+                raise NotFoundError(f"version {version} is not available") from exc
+            raise
+
+    def extension(self, ref: ExtensionRef, arch: str) -> AbstractContextManager[UnpackedImage]:
+        return self.image_by_digest(ref.ref.repository, ref.digest, arch)
+
+    def overlay(self, ref: OverlayRef, arch: str) -> AbstractContextManager[UnpackedImage]:
+        return self.image_by_digest(ref.ref.repository, ref.digest, arch)
+
+    @contextmanager
+    def installer_base(self, version: v.Version, arch: str) -> Iterator[ImageLayers]:
+        """The installer base's manifest, config and compressed layer blobs, as pulled."""
+        repository = self.installer_repository(version)
+        resolved = self._resolve(repository, self.require(version))
+        if resolved is None:
+            raise NotFoundError(f"version {version} is not available")
+        client, digest = resolved
+        self._verified(client, digest)
+        manifest = self._platform_manifest(client, digest, arch)
+        document = manifest.document
+        config = self._small_blob(client, document["config"])
+        with ExitStack() as stack:
+            layers = [
+                (descriptor, stack.enter_context(self._blob(client, descriptor)))
+                for descriptor in document["layers"]
+            ]
+            yield ImageLayers(digest=digest, manifest=document, config=config, layers=layers)
+
+    # --- pulling and unpacking ---------------------------------------------------------------
+
+    def _small_blob(self, client: RegistryClient, descriptor: dict[str, Any]) -> bytes:
+        data = client.get_blob(descriptor["digest"], 4 * 1024 * 1024)
+        if data is None or "sha256:" + hashlib.sha256(data).hexdigest() != descriptor["digest"]:
+            raise RegistryError(f"blob {client.repo.reference}@{descriptor['digest']} is missing or corrupt")
+        return data
+
+    @contextmanager
+    def _blob(self, client: RegistryClient, descriptor: dict[str, Any]) -> Iterator[Path]:
+        digest = str(descriptor["digest"])
+
+        def build(dest: Path) -> None:
+            reader = _VerifyingReader(client.stream_blob(digest), digest, f"{client.repo.reference}@{digest}")
+            with open(dest / "blob", "wb") as out:
+                while chunk := reader.read(1 << 20):
+                    out.write(chunk)
+            reader.finish()
+
+        with self.store.entry("blob-" + digest.replace(":", "-"), build) as path:
+            yield path / "blob"
+
+    @contextmanager
+    def _unpacked(self, client: RegistryClient, digest: str, arch: str) -> Iterator[UnpackedImage]:
+        self._verified(client, digest)
+        manifest = self._platform_manifest(client, digest, arch)
+        document = manifest.document
+        config = json.loads(self._small_blob(client, document["config"]))
+
+        def build(dest: Path) -> None:
+            fs = dest / "fs"
+            fs.mkdir()
+            readers = []
+            for descriptor in document.get("layers", []):
+                media_type = str(descriptor.get("mediaType", ""))
+                if "zstd" in media_type:
+                    raise UnpackError(
+                        f"{client.repo.reference}: zstd-compressed layers are not supported yet"
+                    )
+                name = f"{client.repo.reference}@{descriptor['digest']}"
+                readers.append(
+                    _VerifyingReader(client.stream_blob(descriptor["digest"]), descriptor["digest"], name)
+                )
+            labels = apply_layers(_finishing(readers), fs)
+            (dest / "labels.json").write_text(json.dumps(labels, sort_keys=True))
+
+        key = "tree-" + manifest.digest.replace(":", "-")
+        try:
+            with self.store.entry(key, build) as path:
+                labels = json.loads((path / "labels.json").read_text())
+                yield UnpackedImage(digest, manifest.digest, path / "fs", labels, config)
+        except OSError as exc:
+            raise FactoryError(f"unpacking {client.repo.reference}@{digest} failed: {exc}") from exc
+
+
+class _VerifyingReader:
+    """A file-like view of a blob stream that refuses content not matching its digest."""
+
+    def __init__(self, chunks: Iterator[bytes], digest: str, name: str) -> None:
+        self.chunks = chunks
+        self.digest = digest
+        self.name = name
+        self.hash = hashlib.sha256()
+        self.chunk = b""
+        self.offset = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if self.offset >= len(self.chunk):
+            self.chunk, self.offset = b"", 0
+            for chunk in self.chunks:
+                if chunk:
+                    self.hash.update(chunk)
+                    self.chunk = chunk
+                    break
+        end = len(self.chunk) if size < 0 else min(len(self.chunk), self.offset + size)
+        data = self.chunk[self.offset : end]
+        self.offset = end
+        return data
+
+    def finish(self) -> None:
+        while self.read(1 << 20):
+            pass
+        if "sha256:" + self.hash.hexdigest() != self.digest:
+            raise RegistryError(f"blob {self.name} does not match its digest")
+
+
+def _finishing(readers: list[_VerifyingReader]) -> Iterator[IO[bytes]]:
+    for reader in readers:
+        yield reader  # type: ignore[misc]
+        reader.finish()

@@ -1,0 +1,243 @@
+"""What each image of the fixture release holds, in the layouts the real Talos images use.
+
+Extension images follow the extension contract (``manifest.yaml`` + ``rootfs/``), overlay images
+the overlay contract (``installers/``, ``artifacts/``, ``profiles/``), catalogs their upstream
+file formats. Content that cannot be real here (talosctl, the installer binary) is a small
+script that says what it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import yaml
+
+from devstack.release.oci import Entry, directory, file, symlink
+from devstack.release.payload import PayloadFlavour
+
+SOURCE = "https://github.com/siderolabs/talos"
+TALOSCTL_TUPLES = (
+    "darwin-amd64",
+    "darwin-arm64",
+    "freebsd-amd64",
+    "freebsd-arm64",
+    "linux-amd64",
+    "linux-arm64",
+    "linux-armv7",
+    "windows-amd64.exe",
+    "windows-arm64.exe",
+)
+
+
+@dataclass(frozen=True)
+class ExtensionSpec:
+    """One system extension image of the fixture."""
+
+    repository: str  # e.g. siderolabs/amd-ucode
+    tag: str
+    description: str
+    constraint: str
+    entries: tuple[Entry, ...]
+    architectures: tuple[str, ...] = ("amd64", "arm64")
+    author: str = "Sidero Labs"
+
+    @property
+    def name(self) -> str:
+        return self.repository
+
+    def manifest(self) -> bytes:
+        return yaml.safe_dump(
+            {
+                "version": "v1alpha1",
+                "metadata": {
+                    "name": self.repository.rsplit("/", 1)[-1],
+                    "version": self.tag,
+                    "author": self.author,
+                    "description": self.description,
+                    "compatibility": {"talos": {"version": self.constraint}},
+                },
+            },
+            sort_keys=False,
+        ).encode()
+
+    def layer_entries(self) -> list[Entry]:
+        return [file("manifest.yaml", self.manifest()), directory("rootfs"), *self.entries]
+
+
+def blob(label: str, size: int) -> bytes:
+    """Deterministic filler content (firmware and microcode stand-ins) with a readable header."""
+    header = f"image-factory fixture {label}\n".encode()
+    stream = b""
+    counter = 0
+    while len(header) + len(stream) < size:
+        stream += hashlib.sha256(f"{label}:{counter}".encode()).digest()
+        counter += 1
+    return (header + stream)[:size]
+
+
+def extensions_for(
+    version: str, flavour: PayloadFlavour, kernel_version: str, module: bytes
+) -> list[ExtensionSpec]:
+    """The fixture's official extensions for one Talos version (path layout follows the version)."""
+    lib = "rootfs/usr/lib" if flavour.usr_merged else "rootfs/lib"
+    return [
+        ExtensionSpec(
+            repository="siderolabs/dummy-module",
+            tag=f"1.0.0-{version}",
+            description="The dummy network driver as an out-of-tree module (a kernel-module extension).",
+            constraint=f">= {version}",
+            entries=(file(f"{lib}/modules/{kernel_version}/extras/dummy.ko", module),),
+            architectures=("amd64",),
+        ),
+        ExtensionSpec(
+            repository="siderolabs/test-firmware",
+            tag=f"20250101-{version}",
+            description="Firmware blobs for an imaginary NIC (a firmware extension).",
+            constraint=f">= {version}",
+            entries=(
+                file(f"{lib}/firmware/test-firmware/nic.bin", blob("test-firmware nic.bin", 4096)),
+                file(f"{lib}/firmware/test-firmware/LICENSE", "Fixture firmware, no rights reserved.\n"),
+            ),
+        ),
+        ExtensionSpec(
+            repository="siderolabs/amd-ucode",
+            tag=f"20250101-{version}",
+            description="AMD CPU microcode (loaded from the early initramfs).",
+            constraint=f">= {version}",
+            entries=(
+                file(f"{lib}/firmware/amd-ucode/microcode_amd_fam17h.bin", blob("amd-ucode fam17h", 3200)),
+                file(f"{lib}/firmware/amd-ucode/microcode_amd_fam19h.bin", blob("amd-ucode fam19h", 5568)),
+            ),
+        ),
+        ExtensionSpec(
+            repository="siderolabs/hello-world",
+            tag="1.0.0",
+            description="Static files under /usr/local; only compatible with Talos 1.10 and later.",
+            constraint=">= v1.10.0",
+            entries=(
+                file("rootfs/usr/local/share/hello-world/hello.txt", "Hello from a system extension!\n"),
+            ),
+        ),
+    ]
+
+
+def extensions_catalog(lines: list[tuple[str, str, str]]) -> list[Entry]:
+    """``image-digests`` and ``descriptions.yaml``: lines are (tagged ref, digest, description)."""
+    digests = "".join(f"{ref}@{digest}\n" for ref, digest, _ in lines)
+    descriptions = {
+        f"{ref}@{digest}": {"author": "Sidero Labs", "description": text} for ref, digest, text in lines
+    }
+    return [
+        file("image-digests", digests),
+        file("descriptions.yaml", yaml.safe_dump(descriptions, sort_keys=True, width=1000)),
+    ]
+
+
+def overlays_catalog(overlays: list[tuple[str, str, str]]) -> list[Entry]:
+    """``overlays.yaml``: (name, tagged image ref, digest) per overlay, in catalog order."""
+    document = {"overlays": [{"name": n, "image": ref, "digest": d} for n, ref, d in overlays]}
+    return [file("overlays.yaml", yaml.safe_dump(document, sort_keys=False))]
+
+
+OVERLAY_INSTALLER = r"""#!/bin/sh
+# Fixture overlay installer for Raspberry Pi-like boards, speaking the Talos overlay protocol:
+#   get-options: stdin = extra options (YAML map), stdout = {name, kernelArgs, partitionOptions}
+#   install:     stdin = {installDisk, mountPrefix, artifactsPath, extraOptions}
+set -eu
+field() { sed -n "s/^$1:[[:space:]]*//p" | head -n 1 | sed "s/^[\"']//; s/[\"']\$//"; }
+case "${1:-}" in
+get-options)
+    cat >/dev/null
+    cat <<'EOF'
+name: @NAME@
+kernelArgs:
+    - console=tty0
+    - console=ttyAMA0,115200
+    - sysctl.kernel.kexec_load_disabled=1
+    - talos.dashboard.disabled=1
+EOF
+    ;;
+install)
+    input=$(cat)
+    disk=$(printf '%s\n' "$input" | field installDisk)
+    prefix=$(printf '%s\n' "$input" | field mountPrefix)
+    artifacts=$(printf '%s\n' "$input" | field artifactsPath)
+    if [ -z "$disk" ] || [ -z "$prefix" ] || [ -z "$artifacts" ]; then
+        echo "install: installDisk, mountPrefix and artifactsPath are required" >&2
+        exit 1
+    fi
+    [ -e "$disk" ] || { echo "install: disk $disk does not exist" >&2; exit 1; }
+    mkdir -p "$prefix/boot/EFI"
+    cp -R "$artifacts/arm64/firmware/boot/." "$prefix/boot/EFI/"
+    cp "$artifacts/arm64/u-boot/@NAME@/u-boot.bin" "$prefix/boot/EFI/u-boot.bin"
+    printf 'arm_64bit=1\nenable_uart=1\nkernel=u-boot.bin\n' > "$prefix/boot/EFI/config.txt"
+    ;;
+*)
+    echo "usage: $0 get-options|install" >&2
+    exit 2
+    ;;
+esac
+"""
+
+OVERLAY_NAMES = ("rpi_generic", "revpi_generic")
+
+
+def overlay_entries() -> list[Entry]:
+    entries: list[Entry] = [
+        file("artifacts/arm64/firmware/boot/bootcode.bin", blob("rpi bootcode.bin", 2048)),
+        file("artifacts/arm64/firmware/boot/fixup.dat", blob("rpi fixup.dat", 1024)),
+        file("artifacts/arm64/firmware/boot/start4.elf", blob("rpi start4.elf", 8192)),
+        file("artifacts/arm64/dtb/broadcom/bcm2711-rpi-4-b.dtb", blob("rpi dtb", 1024)),
+    ]
+    for name in OVERLAY_NAMES:
+        entries.append(file(f"installers/{name}", OVERLAY_INSTALLER.replace("@NAME@", name), 0o755))
+        entries.append(file(f"artifacts/arm64/u-boot/{name}/u-boot.bin", blob(f"{name} u-boot.bin", 4096)))
+        profile = {
+            "arch": "arm64",
+            "platform": "metal",
+            "secureboot": False,
+            "output": {
+                "kind": "image",
+                "imageOptions": {"diskSize": 1306525696, "diskFormat": "raw", "bootloader": "grub"},
+                "outFormat": ".xz",
+            },
+        }
+        entries.append(file(f"profiles/{name}.yaml", yaml.safe_dump(profile, sort_keys=False)))
+    return entries
+
+
+INSTALLER_SCRIPT = """#!/bin/sh
+# Fixture stand-in for the Talos installer binary of {version}.
+echo "Talos installer {version} (image-factory fixture release)"
+"""
+
+
+def installer_entries(version: str, unified: bool) -> list[Entry]:
+    """installer-base (>= 1.10: /usr/bin/installer, /bin -> usr/bin) or installer's first layer."""
+    script = INSTALLER_SCRIPT.format(version=version)
+    if unified:
+        return [
+            file("usr/bin/installer", script, 0o755),
+            symlink("bin", "usr/bin"),
+            directory("usr/share/grub"),
+            file("etc/os-release", f'NAME="Talos"\nID=talos\nVERSION_ID={version}\n'),
+        ]
+    return [
+        file("bin/installer", script, 0o755),
+        directory("usr/share/grub"),
+        file("etc/os-release", f'NAME="Talos"\nID=talos\nVERSION_ID={version}\n'),
+    ]
+
+
+def talosctl_entries(version: str) -> list[Entry]:
+    entries = []
+    for item in TALOSCTL_TUPLES:
+        platform = item.removesuffix(".exe")
+        body = f"#!/bin/sh\necho 'talosctl {version} {platform} (image-factory fixture release)'\n"
+        entries.append(file(f"talosctl-{item}", body, 0o755))
+    return entries
+
+
+def image_labels(version: str) -> dict[str, str]:
+    return {"alpha.talos.dev/version": version, "org.opencontainers.image.source": SOURCE}
