@@ -3,7 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-SYSTEM_PACKAGES := redis-server docker-registry skopeo python3-venv
+# Services the tests start, the fixture release builder (devstack/debian.py SYSTEM_PACKAGES) and QEMU.
+SYSTEM_PACKAGES := redis-server docker-registry skopeo python3-venv \
+	apt dpkg kmod squashfs-tools xz-utils zstd gcc libc6-dev qemu-system-x86 qemu-utils ovmf gdisk
 PYTEST_ARGS ?=
 
 .PHONY: run stop test lint typecheck unit integration docs system-deps clean
@@ -16,13 +18,10 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 system-deps:
-	@missing=""; \
-	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
-	command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
-	command -v skopeo >/dev/null || missing="$$missing skopeo"; \
-	$(PYTHON) -m venv --help >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
-		echo "installing Debian packages:$$missing"; \
+		echo "installing Debian packages:" $$missing; \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi

@@ -15,7 +15,7 @@ import redis
 
 from common.artifacts.manager import ArtifactsManager
 from common.artifacts.store import ArtifactStore
-from common.artifacts.verify import verifier_from_config
+from common.artifacts.verify.source import verifier_from_config
 from common.config import Config
 from common.readiness import Check, readiness_checks
 from common.registry.client import RegistryClient

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from devstack.release.release import Release, build_release
 from devstack.services import RedisServer, RegistryServer, S3Server, ensure_system_packages
 
 
@@ -45,3 +46,9 @@ def skopeo() -> str:
     path = shutil.which("skopeo")
     assert path is not None
     return path
+
+
+@pytest.fixture(scope="session")
+def fixture_release(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -> Release:
+    """The miniature Talos release (devstack.release), pushed once per session under ``fixture/``."""
+    return build_release(registry.host, tmp_path_factory.mktemp("release"), namespace="fixture")

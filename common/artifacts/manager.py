@@ -31,7 +31,7 @@ from common.artifacts.catalog import (
 )
 from common.artifacts.store import ArtifactStore
 from common.artifacts.unpack import UnpackError, apply_layers
-from common.artifacts.verify import SourceVerifier
+from common.artifacts.verify.source import SourceVerifier
 from common.config import Config
 from common.config.options import RepositoryOptions
 from common.errors import FactoryError, NotFoundError, UnavailableError

@@ -13,6 +13,7 @@ import json
 import tarfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -94,11 +95,11 @@ def tar_bytes(entries: Iterable[Entry]) -> bytes:
 class Layer:
     tar: bytes
 
-    @property
+    @cached_property
     def blob(self) -> bytes:
         return gzip.compress(self.tar, compresslevel=6, mtime=0)
 
-    @property
+    @cached_property
     def diff_id(self) -> str:
         return "sha256:" + hashlib.sha256(self.tar).hexdigest()
 

@@ -300,3 +300,17 @@ def _negative_extensions(publisher: Publisher, labels: dict[str, str]) -> list[t
             publisher.sign(name, pushed.digest, key=signing_key(b"somebody else"))
         lines.append((f"{UPSTREAM_REGISTRY}/{name}:1.0.0", pushed.digest, description))
     return lines
+
+
+def factory_overrides(release: Release, *, keyless_only: bool = False) -> dict[str, object]:
+    """Dotted config keys that point a factory at this release (for ``factory_config(**...)``)."""
+    overrides: dict[str, object] = {
+        "artifacts.core.registry": release.registry,
+        "artifacts.core.namespace": release.namespace,
+        "artifacts.core.insecure": True,
+        "containerSignature.disabled": False,
+        "containerSignature.publicKeyFile": "" if keyless_only else release.public_key,
+        "containerSignature.trustedRootFile": release.trusted_root,
+        "build.brokenTalosVersions": list(release.broken),
+    }
+    return overrides

@@ -1,6 +1,12 @@
 import pytest
 
-from common.artifacts.catalog import CatalogError, parse_extensions, parse_overlays, parse_talosctl, parse_tagged
+from common.artifacts.catalog import (
+    CatalogError,
+    parse_extensions,
+    parse_overlays,
+    parse_tagged,
+    parse_talosctl,
+)
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64

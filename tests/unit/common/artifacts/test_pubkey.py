@@ -28,7 +28,12 @@ def test_simple_signing_payload_is_cosigns_format() -> None:
 @pytest.mark.parametrize("algo", ["sha224", "sha256", "sha384", "sha512"])
 def test_ecdsa_with_each_hash(algo: str) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
-    hash_cls = {"sha224": hashes.SHA224, "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+    hash_cls = {
+        "sha224": hashes.SHA224,
+        "sha256": hashes.SHA256,
+        "sha384": hashes.SHA384,
+        "sha512": hashes.SHA512,
+    }
     signature = key.sign(PAYLOAD, ec.ECDSA(hash_cls[algo]()))
     PublicKeyCheck(key.public_key(), algo).verify(DIGEST, LegacySignature(PAYLOAD, signature))
     if algo != "sha256":
@@ -63,7 +68,9 @@ def test_refusals_say_why() -> None:
 def _dsse_bundle(key: ec.EllipticCurvePrivateKey, subject_digest: str) -> bytes:
     statement = {
         "_type": "https://in-toto.io/Statement/v1",
-        "subject": [{"name": "ghcr.io/siderolabs/imager", "digest": {"sha256": subject_digest.split(":")[1]}}],
+        "subject": [
+            {"name": "ghcr.io/siderolabs/imager", "digest": {"sha256": subject_digest.split(":")[1]}}
+        ],
         "predicateType": "https://sigstore.dev/cosign/sign/v1",
         "predicate": {},
     }

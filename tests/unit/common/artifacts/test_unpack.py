@@ -7,7 +7,9 @@ import pytest
 from common.artifacts.unpack import UnpackError, apply_layers
 
 
-def tar(*members: tuple[str, str, bytes | str | None], pax: dict[str, dict[str, str]] | None = None) -> io.BytesIO:
+def tar(
+    *members: tuple[str, str, bytes | str | None], pax: dict[str, dict[str, str]] | None = None
+) -> io.BytesIO:
     """Members are (kind, name, data-or-linkname); kinds: f file, d dir, l symlink, h hard link."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as archive:
@@ -61,7 +63,11 @@ def test_layers_apply_in_order_with_whiteouts(tmp_path: Path) -> None:
 def test_selinux_labels_are_returned_not_set(tmp_path: Path) -> None:
     layer = tar(
         ("f", "rootfs/usr/local/etc/talos/config.yaml", "x"),
-        pax={"rootfs/usr/local/etc/talos/config.yaml": {"SCHILY.xattr.security.selinux": "system_u:object_r:x_t:s0"}},
+        pax={
+            "rootfs/usr/local/etc/talos/config.yaml": {
+                "SCHILY.xattr.security.selinux": "system_u:object_r:x_t:s0"
+            }
+        },
     )
     labels = apply_layers([layer], tmp_path)
     assert labels == {"rootfs/usr/local/etc/talos/config.yaml": "system_u:object_r:x_t:s0"}

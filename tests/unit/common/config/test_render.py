@@ -21,7 +21,16 @@ LATER_UPSTREAM = {
     "cache.schematic.capacity",
     "cache.schematic.negativeTTL",
 }
-OURS = {"http.maxRequestBodySize", "http.workers", "http.threads", "build.waitTimeout", "redis.url"}
+OURS = {
+    "http.maxRequestBodySize",
+    "http.workers",
+    "http.threads",
+    "build.waitTimeout",
+    "redis.url",
+    "artifacts.storageDir",
+    "artifacts.storageMaxSize",
+    "containerSignature.trustedRootFile",
+}
 
 
 def _seed_block(lang: str) -> str:

@@ -1,0 +1,251 @@
+"""The artifacts manager against the fixture release in a real registry (signatures, pulls, store)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from common.artifacts import versions as v
+from common.artifacts.catalog import ExtensionRef
+from common.artifacts.manager import ArtifactsManager
+from common.artifacts.store import ArtifactStore
+from common.artifacts.verify.source import verifier_from_config
+from common.artifacts.verify.types import SignatureError
+from common.config import Config
+from common.config.schema import assign
+from common.errors import NotFoundError
+from devstack.release.payload import build_payload
+from devstack.release.release import FILTERED_TAGS, Release, build_release, factory_overrides
+from devstack.services import RegistryServer
+
+pytestmark = pytest.mark.integration
+V = v.Version.parse
+
+
+def make_config(overrides: dict[str, Any]) -> Config:
+    config = Config()
+    for key, value in overrides.items():
+        assign(config, key, value)
+    return config
+
+
+def manager(
+    release: Release, store_dir: Path, clock: Any = None, **extra: Any
+) -> tuple[ArtifactsManager, Config]:
+    config = make_config({**factory_overrides(release), **extra})
+    store = ArtifactStore(store_dir, 2 * 1024**3)
+    verifier = verifier_from_config(config.containerSignature)
+    kwargs = {"clock": clock} if clock else {}
+    return ArtifactsManager(config, store, verifier, **kwargs), config
+
+
+def test_versions_follow_upstream_selection(fixture_release: Release, tmp_path: Path) -> None:
+    m, _ = manager(fixture_release, tmp_path)
+    offered = [v.tag(x) for x in m.talos_versions()]
+    assert offered == [x for x in fixture_release.versions if x not in fixture_release.broken]
+    assert not set(FILTERED_TAGS) & set(offered)
+    assert [v.tag(b) for b in m.broken_versions()] == fixture_release.broken
+    with pytest.raises(NotFoundError, match=r"^version 1\.11\.2 is not available$"):
+        m.official_extensions(V("1.11.2"))
+
+
+def test_catalogs(fixture_release: Release, tmp_path: Path) -> None:
+    m, _ = manager(fixture_release, tmp_path)
+    for version in ("v1.7.6", "v1.12.4"):
+        extensions = m.official_extensions(v.parse_tolerant(version))
+        assert [e.name for e in extensions] == fixture_release.extensions[version]
+        assert all(str(e.ref).startswith(f"{fixture_release.registry}/siderolabs/") for e in extensions)
+        assert all(e.author == "Sidero Labs" and e.description for e in extensions)
+    overlays = m.official_overlays(V("1.9.5"))
+    assert [o.name for o in overlays] == ["rpi_generic", "revpi_generic"]
+    assert str(overlays[0].ref) == "ghcr.io/siderolabs/sbc-raspberrypi:v0.1.0"
+    assert [t.filename for t in m.talosctl_tuples(V("1.11.3"))][:2] == [
+        "talosctl-darwin-amd64",
+        "talosctl-darwin-arm64",
+    ]
+    assert m.talosctl_tuples(V("1.10.7")) == []
+
+
+def test_imager_payload_is_byte_identical_to_what_was_built(fixture_release: Release, tmp_path: Path) -> None:
+    m, _ = manager(fixture_release, tmp_path / "store")
+    expected = build_payload("v1.9.5", tmp_path / "payload")
+    with m.imager(V("1.9.5")) as imager:
+        install = imager.fs / "usr/install/amd64"
+        for name, path in (("vmlinuz", expected.vmlinuz), ("initramfs.xz", expected.initramfs)):
+            assert (install / name).read_bytes() == path.read_bytes(), name
+        assert (imager.fs / "usr/lib/grub/i386-pc/normal.mod").is_file()
+        assert imager.config["config"]["Env"] == ["VERSION=v1.9.5"]
+        first_manifest = imager.manifest_digest
+    # A second pull is a store hit: same entry, nothing downloaded again.
+    keys_before = m.store.keys()
+    with m.imager(V("1.9.5")) as again:
+        assert again.manifest_digest == first_manifest
+    assert m.store.keys() == keys_before
+
+
+def test_extension_images_follow_the_extension_contract(fixture_release: Release, tmp_path: Path) -> None:
+    m, _ = manager(fixture_release, tmp_path)
+    by_name = {e.name: e for e in m.official_extensions(V("1.10.7"))}
+    with m.extension(by_name["siderolabs/dummy-module"], "amd64") as ext:
+        assert sorted(p.name for p in ext.fs.iterdir()) == ["manifest.yaml", "rootfs"]
+        manifest = yaml.safe_load((ext.fs / "manifest.yaml").read_text())
+        assert manifest["version"] == "v1alpha1"
+        assert manifest["metadata"]["compatibility"]["talos"]["version"] == ">= v1.10.7"
+        module = ext.fs / f"rootfs/usr/lib/modules/{fixture_release.kernel_version}/extras/dummy.ko"
+        assert module.read_bytes()[:4] == b"\x7fELF"
+    with pytest.raises(NotFoundError, match="has no linux/arm64 variant"):
+        with m.extension(by_name["siderolabs/dummy-module"], "arm64"):
+            pass
+    old = {e.name: e for e in m.official_extensions(V("1.7.6"))}
+    with m.extension(old["siderolabs/amd-ucode"], "arm64") as ext:
+        assert (ext.fs / "rootfs/lib/firmware/amd-ucode").is_dir()  # before usr-merge (1.10)
+
+
+def test_overlay_installer_speaks_the_protocol(fixture_release: Release, tmp_path: Path) -> None:
+    m, _ = manager(fixture_release, tmp_path / "store")
+    overlay = m.official_overlays(V("1.12.4"))[0]
+    with m.overlay(overlay, "amd64") as image:
+        installer = image.fs / "installers/rpi_generic"
+        options = subprocess.run([installer, "get-options"], input=b"{}\n", capture_output=True, check=True)
+        parsed = yaml.safe_load(options.stdout)
+        assert parsed["name"] == "rpi_generic" and "console=ttyAMA0,115200" in parsed["kernelArgs"]
+        disk = tmp_path / "disk.raw"
+        disk.write_bytes(b"\0" * 4096)
+        request = {
+            "installDisk": str(disk),
+            "mountPrefix": str(tmp_path / "mnt"),
+            "artifactsPath": str(image.fs / "artifacts"),
+            "extraOptions": {},
+        }
+        subprocess.run([installer, "install"], input=yaml.safe_dump(request).encode(), check=True)
+        assert (tmp_path / "mnt/boot/EFI/fixup.dat").is_file()
+        assert (tmp_path / "mnt/boot/EFI/u-boot.bin").is_file()
+        bad = subprocess.run([installer, "install"], input=b"mountPrefix: /x\n", capture_output=True)
+        assert bad.returncode != 0 and b"installDisk" in bad.stderr
+
+
+def _negative(release: Release, m: ArtifactsManager, name: str) -> ExtensionRef:
+    return next(e for e in m.official_extensions(V("1.13.0-beta.1")) if e.name == name)
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("siderolabs/unsigned-ext", "is not signed"),
+        ("siderolabs/tampered-ext", "does not verify with the configured public key"),
+        ("siderolabs/foreign-ext", "does not verify with the configured public key"),
+    ],
+)
+def test_bad_signatures_are_refused_and_nothing_is_unpacked(
+    fixture_release: Release, tmp_path: Path, name: str, reason: str
+) -> None:
+    m, _ = manager(fixture_release, tmp_path / "store")
+    ref = _negative(fixture_release, m, name)
+    keys_before = set(m.store.keys())
+    with pytest.raises(SignatureError, match=reason) as caught:
+        with m.extension(ref, "amd64"):
+            pass
+    assert f"{fixture_release.registry}/fixture/{name}@{ref.digest}" in str(caught.value)
+    assert caught.value.status == 502
+    assert set(m.store.keys()) == keys_before
+
+
+def test_keyless_verification_with_an_air_gapped_trust_root(fixture_release: Release, tmp_path: Path) -> None:
+    config = make_config(factory_overrides(fixture_release, keyless_only=True))
+    verifier = verifier_from_config(config.containerSignature)
+    m = ArtifactsManager(config, ArtifactStore(tmp_path, 1024**3), verifier)
+    assert [c.name for c in verifier.checks] == ["keyless"]
+    with m.imager(V("1.12.4")) as imager:
+        assert (imager.fs / "usr/install/amd64/vmlinuz").is_file()
+    # wrong identity: the same signatures no longer verify
+    strict = make_config(
+        {
+            **factory_overrides(fixture_release, keyless_only=True),
+            "containerSignature.subjectRegExp": "@example\\.com$",
+        }
+    )
+    m2 = ArtifactsManager(
+        strict, ArtifactStore(tmp_path / "2", 1024**3), verifier_from_config(strict.containerSignature)
+    )
+    with pytest.raises(SignatureError, match="keyless"):
+        m2.official_extensions(V("1.12.4"))
+
+
+def test_disabled_verification_accepts_unsigned(fixture_release: Release, tmp_path: Path) -> None:
+    m, _ = manager(fixture_release, tmp_path, **{"containerSignature.disabled": True})
+    with m.extension(_negative(fixture_release, m, "siderolabs/unsigned-ext"), "amd64") as ext:
+        assert (ext.fs / "manifest.yaml").is_file()
+
+
+def test_tampered_blob_in_the_registry_is_refused(registry: RegistryServer, tmp_path: Path) -> None:
+    """A registry serving bytes that do not match the digest the signed manifest names."""
+    release = build_release(registry.host, tmp_path / "out", namespace="tamper", versions=["v1.12.4"])
+    m, _ = manager(release, tmp_path / "store")
+    ref = next(e for e in m.official_extensions(V("1.12.4")) if e.name == "siderolabs/hello-world")
+    client = m.client(ref.ref.repository)
+    index = client.get_manifest(ref.digest)
+    assert index is not None
+    manifest = client.get_manifest(index.document["manifests"][0]["digest"])
+    assert manifest is not None
+    layer = manifest.document["layers"][0]["digest"].split(":")[1]
+    data = registry.data_dir / "docker/registry/v2/blobs/sha256" / layer[:2] / layer / "data"
+    data.write_bytes(data.read_bytes()[:-8] + b"tampered")
+    with pytest.raises(Exception, match="does not match its digest"):
+        with m.extension(ref, "amd64"):
+            pass
+    assert "tree-" + manifest.digest.replace(":", "-") not in m.store.keys()
+
+
+def test_stale_version_list_is_served_when_the_registry_goes_away(tmp_path: Path) -> None:
+    now = [0.0]
+    with RegistryServer(tmp_path / "registry") as private:
+        release = build_release(private.host, tmp_path / "out", namespace="stale", versions=["v1.12.4"])
+        m, _ = manager(release, tmp_path / "store", clock=lambda: now[0])
+        before = m.talos_versions()
+        assert V("1.12.4") in before
+        assert m.versions_note() is None
+    now[0] += 3600
+    assert m.talos_versions() == before
+    note = m.versions_note()
+    assert note is not None and "refresh failed" in note and "unavailable" in note
+
+
+def test_release_build_is_deterministic(
+    fixture_release: Release, registry: RegistryServer, tmp_path: Path
+) -> None:
+    again = build_release(
+        registry.host, tmp_path, namespace="fixture-again", versions=fixture_release.versions
+    )
+    assert again.images == fixture_release.images
+    assert (tmp_path / "cosign.pub").read_bytes() == Path(fixture_release.public_key).read_bytes()
+    summary = json.loads((tmp_path / "release.json").read_text())
+    assert summary["versions"] == fixture_release.versions
+
+
+def test_skopeo_reads_the_release(fixture_release: Release, skopeo: str) -> None:
+    ref = f"docker://{fixture_release.registry}/fixture/siderolabs/imager:v1.12.4"
+    raw = json.loads(
+        subprocess.run(
+            [skopeo, "inspect", "--raw", "--tls-verify=false", ref], capture_output=True, check=True
+        ).stdout
+    )
+    assert sorted(m["platform"]["architecture"] for m in raw["manifests"]) == ["amd64", "arm64"]
+    info = json.loads(
+        subprocess.run([skopeo, "inspect", "--tls-verify=false", ref], capture_output=True, check=True).stdout
+    )
+    assert info["Labels"]["alpha.talos.dev/version"] == "v1.12.4"
+    digest = (
+        "sha256:"
+        + hashlib.sha256(
+            subprocess.run(
+                [skopeo, "inspect", "--raw", "--tls-verify=false", ref], capture_output=True, check=True
+            ).stdout
+        ).hexdigest()
+    )
+    assert digest == fixture_release.images["siderolabs/imager:v1.12.4"]
