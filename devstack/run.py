@@ -25,7 +25,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from common.config.options import RepositoryOptions
+from common.registry.client import RegistryClient
 from devstack.factory import FactoryAPI, FactoryWorker, factory_config, write_config
+from devstack.release.release import Release, build_release, factory_overrides
 from devstack.services import (
     LOOPBACK,
     RedisServer,
@@ -61,17 +64,29 @@ class _ChildDied(Exception):
 # --------------------------------------------------------------------------------------------------
 
 
-def seed_fixture_release(registry_host: str, state_dir: Path) -> None:
-    """Hook: push a small fake Talos release (installer, imager, extensions) into the dev registry.
+def seed_fixture_release(registry_host: str, state_dir: Path) -> Release:
+    """Pushes the fixture Talos release (devstack.release) into the dev registry, once.
 
-    No fixture release builder exists yet (a later issue adds it), so this deliberately does nothing
-    and the registry starts empty; do not fake content here.
+    The registry keeps its data under the state dir, so later runs only check that the release is
+    still there (its newest imager tag resolves to the recorded digest) and reuse it.
     """
-    log.info(
-        "seed_fixture_release: no fixture release builder exists yet; registry %s starts empty (state %s)",
-        registry_host,
-        state_dir,
-    )
+    out = state_dir / "release"
+    summary = out / "release.json"
+    if summary.exists():
+        release = Release.load(summary)
+        newest = release.versions[-1]
+        imager = RegistryClient(
+            RepositoryOptions(registry_host, release.namespace, "siderolabs/imager", insecure=True)
+        )
+        if imager.resolve(newest) == release.images.get(f"siderolabs/imager:{newest}"):
+            release.registry = registry_host
+            log.info("fixture release already in the registry (%s)", ", ".join(release.versions))
+            return release
+    log.info("building the fixture Talos release (first run: downloads Debian packages, ~1 min) ...")
+    started = time.monotonic()
+    release = build_release(registry_host, out)
+    log.info("fixture release pushed in %.1fs: %s", time.monotonic() - started, ", ".join(release.versions))
+    return release
 
 
 def _redis_answers(url: str) -> bool:
@@ -213,10 +228,17 @@ def run(state_dir: Path, port: int, factory_bin: str | None) -> int:
         start(s3)
         s3.create_bucket(BUCKET)
 
-        seed_fixture_release(registry.host, state)
+        release = seed_fixture_release(registry.host, state)
 
         config_path = state / CONFIG_FILE
-        config = factory_config(redis_url, registry.host, port=port, s3_endpoint=s3.endpoint)
+        config = factory_config(
+            redis_url,
+            registry.host,
+            port=port,
+            s3_endpoint=s3.endpoint,
+            **factory_overrides(release),
+            **{"artifacts.storageDir": str(state / "artifacts")},
+        )
         write_config(config_path, config)
         log.info("wrote %s", config_path)
 

@@ -14,17 +14,24 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from common.config.options import RepositoryOptions
-from common.cosign import SignatureLayer, push_legacy_signatures, simple_signing_payload
+from common.cosign import (
+    SignatureLayer,
+    push_bundle_referrer,
+    push_legacy_signatures,
+    simple_signing_payload,
+)
 from common.registry.client import RegistryClient
 from devstack.debian import grub_dirs
 from devstack.release import content
 from devstack.release.oci import Image, Pushed, file, layer, push_index, tree
 from devstack.release.payload import PayloadFlavour, build_payload, kernel_module, kernel_version
+from devstack.release.sigstore_testing import FakeSigstore
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +82,16 @@ class Release:
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2, sort_keys=True)
 
+    @classmethod
+    def load(cls, path: Path) -> Release:
+        return cls(**json.loads(path.read_text()))
+
 
 class Publisher:
     """Pushes images and signs them (legacy cosign: key signature, plus keyless when available)."""
 
     def __init__(
-        self, registry: str, namespace: str, key: ec.EllipticCurvePrivateKey, keyless: object | None
+        self, registry: str, namespace: str, key: ec.EllipticCurvePrivateKey, keyless: FakeSigstore | None
     ) -> None:
         self.registry = registry
         self.namespace = namespace
@@ -95,19 +106,32 @@ class Publisher:
             )
         )
 
-    def publish(self, repository: str, tag: str, images: Sequence[Image], *, signed: bool = True) -> Pushed:
+    def publish(
+        self, repository: str, tag: str, images: Sequence[Image], *, signed: bool = True, bundle: bool = False
+    ) -> Pushed:
+        """``bundle``: the keyless signature goes into a Sigstore bundle referrer (cosign's new format)."""
         client = self.client(repository)
         pushed = push_index(client, images, tag)
         self.images[f"{repository}:{tag}"] = pushed.digest
         if signed:
-            self.sign(repository, pushed.digest)
+            self.sign(repository, pushed.digest, keyless_legacy=not bundle)
+            if bundle and self.keyless is not None:
+                document = self.keyless.sign_bundle(pushed.digest, identity=SIGNING_IDENTITY)
+                push_bundle_referrer(client, pushed.digest, pushed.size, pushed.media_type, document)
         return pushed
 
-    def sign(self, repository: str, digest: str, key: ec.EllipticCurvePrivateKey | None = None) -> None:
+    def sign(
+        self,
+        repository: str,
+        digest: str,
+        key: ec.EllipticCurvePrivateKey | None = None,
+        *,
+        keyless_legacy: bool = True,
+    ) -> None:
         payload = simple_signing_payload(f"{UPSTREAM_REGISTRY}/{repository}", digest)
         layers = [SignatureLayer(payload, sign(key or self.key, payload))]
-        if self.keyless is not None and key is None:
-            signature, annotations = self.keyless.sign_legacy(payload, identity=SIGNING_IDENTITY)  # type: ignore[attr-defined]
+        if self.keyless is not None and key is None and keyless_legacy:
+            signature, annotations = self.keyless.sign_legacy(payload, identity=SIGNING_IDENTITY)
             layers.append(
                 SignatureLayer(
                     payload, signature, {k: v for k, v in annotations.items() if "cosignproject" not in k}
@@ -123,14 +147,6 @@ class Publisher:
         self.images[f"{repository}:{tag}"] = manifest.digest
 
 
-def _fake_sigstore() -> object | None:
-    try:
-        from devstack.release.sigstore_testing import FakeSigstore
-    except ImportError:  # pragma: no cover - keyless signing is optional for the fixture
-        return None
-    return FakeSigstore(SEED)
-
-
 def build_release(
     registry: str, out: Path, namespace: str = "", versions: Sequence[str] = VERSIONS
 ) -> Release:
@@ -141,11 +157,9 @@ def build_release(
     out.mkdir(parents=True, exist_ok=True)
     key = signing_key()
     (out / "cosign.pub").write_bytes(public_key_pem(key))
-    keyless = _fake_sigstore()
-    trusted_root = ""
-    if keyless is not None:
-        trusted_root = str(out / "trusted_root.json")
-        keyless.write_trusted_root(Path(trusted_root))  # type: ignore[attr-defined]
+    keyless = FakeSigstore(SEED)
+    trusted_root = str(out / "trusted_root.json")
+    keyless.write_trusted_root(Path(trusted_root))
     publisher = Publisher(registry, namespace, key, keyless)
     kver = kernel_version()
     module = kernel_module("dummy")
@@ -265,6 +279,7 @@ def build_release(
             "siderolabs/overlays",
             version,
             [Image([layer(overlays)], a, labels=labels) for a in ("amd64", "arm64")],
+            bundle=True,
         )
     for alias, source in FILTERED_TAGS.items():
         if source in versions:
@@ -302,9 +317,9 @@ def _negative_extensions(publisher: Publisher, labels: dict[str, str]) -> list[t
     return lines
 
 
-def factory_overrides(release: Release, *, keyless_only: bool = False) -> dict[str, object]:
+def factory_overrides(release: Release, *, keyless_only: bool = False) -> dict[str, Any]:
     """Dotted config keys that point a factory at this release (for ``factory_config(**...)``)."""
-    overrides: dict[str, object] = {
+    overrides: dict[str, Any] = {
         "artifacts.core.registry": release.registry,
         "artifacts.core.namespace": release.namespace,
         "artifacts.core.insecure": True,

@@ -164,6 +164,8 @@ def test_keyless_verification_with_an_air_gapped_trust_root(fixture_release: Rel
     assert [c.name for c in verifier.checks] == ["keyless"]
     with m.imager(V("1.12.4")) as imager:
         assert (imager.fs / "usr/install/amd64/vmlinuz").is_file()
+    # overlay catalogs carry their keyless signature as a Sigstore bundle referrer (new format)
+    assert [o.name for o in m.official_overlays(V("1.12.4"))] == ["rpi_generic", "revpi_generic"]
     # wrong identity: the same signatures no longer verify
     strict = make_config(
         {
