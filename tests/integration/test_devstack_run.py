@@ -36,10 +36,16 @@ def test_make_run_stack(tmp_path: Path) -> None:
                 return None
             return response if response.status_code == 200 else None
 
-        health = wait_until(healthy, 90, "make run's API", log_path=state / "logs" / "devstack.log")
+        # The first start builds and pushes the fixture release (payloads are cached after the first).
+        health = wait_until(healthy, 300, "make run's API", log_path=state / "logs" / "devstack.log")
         assert health.headers["Server"].startswith("Image Factory v")
         assert health.headers["X-Request-ID"]
         assert requests.get(f"{url}/readyz", timeout=10).status_code == 200
+        # It serves its embedded fixture release, signature-verified.
+        versions = requests.get(f"{url}/versions", timeout=30).json()
+        assert "v1.12.4" in versions and "v1.11.2" not in versions
+        extensions = requests.get(f"{url}/version/v1.12.4/extensions/official", timeout=60)
+        assert extensions.status_code == 200 and "siderolabs/amd-ucode" in extensions.text
 
         config = (state / "config.yaml").read_text()
         match = re.search(r"redis://127\.0\.0\.1:(\d+)/0", config)

@@ -1,0 +1,241 @@
+"""The release fixture's boot payload: flavours, the newc writer, determinism, and the report script's
+parsers (run on the host with the very busybox the payload ships, so no boot is needed for them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from devstack import debian
+from devstack.release.payload import (
+    SOURCE_DATE_EPOCH,
+    CpioEntry,
+    PayloadError,
+    PayloadFlavour,
+    build_payload,
+    compress,
+    decompress,
+    kernel_module,
+    kernel_version,
+    newc_archive,
+    read_newc,
+)
+from tests.support.qemu import meta_disk, talos_adv
+
+REPORT_SH = Path(__file__).resolve().parents[3] / "devstack/release/init/report.sh"
+
+
+@pytest.mark.parametrize(
+    ("version", "compression", "usr_merged"),
+    [
+        ("v1.5.0", "xz", False),
+        ("v1.7.6", "xz", False),
+        ("v1.8.0-alpha.1", "zstd", False),
+        ("v1.9.0", "zstd", False),
+        ("v1.10.0-beta.1", "zstd", True),
+        ("1.10.3", "zstd", True),
+        ("v1.12.0-beta.1", "zstd", True),
+    ],
+)
+def test_flavour_for_version(version: str, compression: str, usr_merged: bool) -> None:
+    flavour = PayloadFlavour.for_version(version)
+    assert (flavour.compression, flavour.usr_merged) == (compression, usr_merged)
+    prefix = "usr/lib" if usr_merged else "lib"
+    assert (flavour.modules_dir, flavour.firmware_dir) == (f"{prefix}/modules", f"{prefix}/firmware")
+
+
+def test_flavour_rejects_non_versions() -> None:
+    with pytest.raises(PayloadError):
+        PayloadFlavour.for_version("latest")
+
+
+def test_newc_round_trip_and_padding() -> None:
+    entries = [
+        CpioEntry.directory("usr"),
+        CpioEntry.file("usr/a.txt", b"hello"),
+        CpioEntry.symlink("usr/b", "a.txt"),
+        CpioEntry.file("odd", b"x" * 513, 0o755),
+    ]
+    data = newc_archive(entries)
+    assert len(data) % 512 == 0
+    back, end = read_newc(data + b"tail")
+    assert end == len(data)
+    assert [(e.name, e.mode, e.data) for e in back] == [(e.name, e.mode, e.data) for e in entries]
+    assert int(data[6 + 8 * 5 : 6 + 8 * 6], 16) == SOURCE_DATE_EPOCH  # mtime of the first member
+
+
+def test_compress_round_trip() -> None:
+    for comp, magic in (("xz", b"\xfd7zX"), ("zstd", b"\x28\xb5\x2f\xfd")):
+        packed = compress(b"payload" * 1000, comp)  # type: ignore[arg-type]
+        assert packed[:4] == magic
+        assert decompress(packed) == b"payload" * 1000
+
+
+def test_kernel_module_is_a_real_module() -> None:
+    ko = kernel_module("dummy")
+    assert ko[:4] == b"\x7fELF"
+    assert f"vermagic={kernel_version()} ".encode() in ko
+
+
+def _listing(sqsh: Path) -> list[str]:
+    cmd = ["unsquashfs", "-lls", "-d", "", str(sqsh)]
+    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()
+
+
+@pytest.mark.parametrize("version", ["v1.7.6", "v1.10.3"])
+def test_payload_shape(version: str, tmp_path: Path) -> None:
+    payload = build_payload(version, tmp_path / "out")
+    kver = payload.kernel_version
+    assert payload.vmlinuz.read_bytes() == (debian.kernel_tree()[0] / f"boot/vmlinuz-{kver}").read_bytes()
+    assert payload.systemd_stub.read_bytes()[:2] == b"MZ"
+    assert payload.systemd_boot.read_bytes()[:2] == b"MZ"
+    raw = payload.initramfs.read_bytes()
+    assert raw[:4] == (b"\xfd7zX" if payload.flavour.compression == "xz" else b"\x28\xb5\x2f\xfd")
+    entries, _ = read_newc(decompress(raw))
+    assert [(e.name, stat.S_IMODE(e.mode)) for e in entries] == [("init", 0o755), ("rootfs.sqsh", 0o644)]
+    assert entries[0].data[:4] == b"\x7fELF"
+
+    sqsh = tmp_path / "rootfs.sqsh"
+    sqsh.write_bytes(entries[1].data)
+    listing = "\n".join(_listing(sqsh))
+    assert " root/root " in listing and "1000/" not in listing
+    mods = f"{payload.flavour.modules_dir}/{kver}"
+    assert f"/{mods}/modules.dep\n" in listing + "\n"
+    assert f"/{mods}/kernel/drivers/block/virtio_blk.ko" in listing
+    if payload.flavour.usr_merged:
+        assert "/lib -> usr/lib" in listing and "/bin -> usr/bin" in listing
+    else:
+        assert "/lib -> " not in listing
+    out = subprocess.run(
+        ["unsquashfs", "-cat", str(sqsh), "etc/os-release"], capture_output=True, text=True, check=True
+    ).stdout
+    assert f"VERSION_ID={version}\n" in out and 'NAME="Talos"' in out
+
+
+def test_build_is_deterministic(tmp_path: Path) -> None:
+    """Two uncached builds (different dirs, different times) give the same bytes."""
+    a = build_payload("v1.10.3", tmp_path / "a", cache=False)
+    b = build_payload("v1.10.3", tmp_path / "b", cache=False)
+    for name in ("vmlinuz", "initramfs.xz", "systemd-stub.efi", "systemd-boot.efi"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    cached = build_payload("v1.10.3", tmp_path / "c")
+    assert cached.initramfs.read_bytes() == a.initramfs.read_bytes() == b.initramfs.read_bytes()
+
+
+# --------------------------------------------------------------------------------------------------
+# report.sh functions, sourced into the payload's busybox sh on the host
+
+
+def _sh(script: str, tmp_path: Path, stdin: bytes = b"") -> str:
+    busybox = debian.package_tree("busybox-static") / "bin/busybox"
+    env = {"IMAGE_FACTORY_REPORT_LIB": "1", "IMAGE_FACTORY_TMP": str(tmp_path), "PATH": os.environ["PATH"]}
+    proc = subprocess.run(
+        [str(busybox), "sh", "-c", f'. "$1"; {script}', "sh", str(REPORT_SH)],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    return proc.stdout.decode()
+
+
+YAML_GO = """\
+layers:
+    - image: 0.sqsh
+      metadata:
+        name: hello
+        version: 1.0.0
+        author: Someone
+        description: A "quoted" thing
+        compatibility:
+            talos:
+                version: '>= v1.0.0'
+        extraInfo: |
+            name: not-this-one
+            version: nor-this
+            - image: bogus.sqsh
+    - image: modules.dep.sqsh
+      metadata:
+        name: modules.dep
+        version: 6.1.0-56-amd64
+        author: Talos Machinery
+        description: Combined modules.dep for all extensions
+        compatibility:
+            talos:
+                version: ""
+"""
+
+YAML_COMPACT = """\
+# written by something else
+layers:
+- metadata:
+    version: "2.0"
+    name: 'o''brien'
+    compatibility: {talos: {version: ">= 1.0.0"}}
+  image: "1.sqsh"
+other: ignored
+"""
+
+
+def test_parse_layers(tmp_path: Path) -> None:
+    for i, (text, want) in enumerate(
+        [
+            (YAML_GO, "0.sqsh\thello\t1.0.0\nmodules.dep.sqsh\tmodules.dep\t6.1.0-56-amd64\n"),
+            (YAML_COMPACT, "1.sqsh\to'brien\t2.0\n"),
+            ("layers: []\n", ""),
+        ]
+    ):
+        path = tmp_path / f"ext{i}.yaml"
+        path.write_text(text)
+        assert _sh(f'parse_layers "{path}"', tmp_path) == want
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["plain", 'quo"te', "back\\slash", "new\nline\r\n", "tab\tand\x01ctl\x7f", "ünïcødé ✓", "", "a: [1]\n"],
+)
+def test_json_escaping(value: str, tmp_path: Path) -> None:
+    out = _sh('json "$(cat; echo x)"', tmp_path, stdin=value.encode())  # the x keeps trailing newlines
+    assert json.loads(out) == value + "x"
+
+
+def test_json_hashes(tmp_path: Path) -> None:
+    lines = f'{"a" * 64}  ./usr/x y.txt\n{"b" * 64}  ./q"uote\n'.encode()
+    want = {"usr/x y.txt": "a" * 64, 'q"uote': "b" * 64}
+    assert json.loads(_sh('json_hashes "./"', tmp_path, stdin=lines)) == want
+    assert json.loads(_sh('json_hashes "./"', tmp_path)) == {}
+
+
+def test_meta_from_gpt_disk(tmp_path: Path) -> None:
+    values = {10: '{"externalIPs":["1.2.3.4"]}', 12: "hello world", 0xF: "multi\nline: 'yaml'\n"}
+    disk = meta_disk(tmp_path / "disk.raw", values)
+    out = _sh(
+        f'start=$(find_meta "{disk}"); echo "$start"; '
+        f'dd if="{disk}" of="$T/meta.bin" bs=512 skip=$((start / 512)) count=1024 2>/dev/null; '
+        'parse_adv "$T/meta.bin" 0 && echo "{$META_JSON}"',
+        tmp_path,
+    )
+    start, meta = out.splitlines(keepends=False)[0], "\n".join(out.splitlines()[1:])
+    assert int(start) == (2048 + 4 * 2048) * 512
+    assert json.loads(meta) == {str(k): v for k, v in values.items()}
+
+
+def test_meta_falls_back_to_second_copy_and_rejects_garbage(tmp_path: Path) -> None:
+    good = talos_adv({11: "code"})
+    broken = bytearray(good)
+    broken[20] ^= 0xFF  # checksum mismatch
+    blob = tmp_path / "meta.bin"
+    blob.write_bytes(bytes(broken) + good)
+    script = 'if parse_adv "$1" 0; then echo first; '
+    script += 'elif parse_adv "$1" 262144; then echo "second {$META_JSON}"; fi'
+    out = _sh(f'set -- "{blob}"; {script}', tmp_path)
+    assert out.startswith("second ") and json.loads(out.removeprefix("second ")) == {"11": "code"}
+    blob.write_bytes(b"\0" * 524288)
+    assert _sh(f'set -- "{blob}"; {script}', tmp_path) == ""
+    assert _sh(f'find_meta "{blob}"', tmp_path) == ""
