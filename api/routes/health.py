@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response
 
+from api.context import services
 from api.errors import text_response
 from common.readiness import failing
 
@@ -17,9 +18,9 @@ def healthz() -> Response:
 
 @bp.route("/readyz", methods=["GET", "HEAD"])
 def readyz() -> Response:
-    services = current_app.extensions["factory"]
-    down = failing(services.readiness)
-    notes = [note for note in (services.artifacts.versions_note(),) if note]
+    found = services()
+    down = failing(found.readiness)
+    notes = [note for note in (found.artifacts.versions_note(),) if note]
     if down:
         return text_response("\n".join(["not ready: " + ", ".join(down) + " down", *notes]), 503)
     return text_response("\n".join(["ok", *notes]), 200)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
+from api.context import services
 from api.responses import json_response
 from common.artifacts import versions as v
 from common.artifacts.manager import ArtifactsManager
@@ -12,8 +13,7 @@ bp = Blueprint("meta", __name__)
 
 
 def artifacts() -> ArtifactsManager:
-    manager: ArtifactsManager = current_app.extensions["factory"].artifacts
-    return manager
+    return services().artifacts
 
 
 @bp.get("/versions")

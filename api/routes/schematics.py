@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
+from api.context import services
 from api.responses import go_json
 from common.schematic.service import SchematicService
 
@@ -11,8 +12,7 @@ bp = Blueprint("schematics", __name__)
 
 
 def _service() -> SchematicService:
-    service: SchematicService = current_app.extensions["factory"].schematics
-    return service
+    return services().schematics
 
 
 @bp.post("/schematics")

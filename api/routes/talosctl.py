@@ -7,8 +7,9 @@ import os
 from collections.abc import Iterator
 from urllib.parse import quote
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response
 
+from api.context import services
 from api.responses import json_response
 from api.routes.meta import artifacts
 from common.artifacts import versions as v
@@ -22,7 +23,7 @@ CHUNK = 1 << 20
 def talosctl_list(version: str) -> Response:
     parsed = v.parse_tolerant(version)
     tuples = artifacts().talosctl_tuples(parsed)
-    base = current_app.extensions["factory"].config.http.externalURL.rstrip("/")
+    base = services().config.http.externalURL.rstrip("/")
     tag = v.tag(parsed)
     return json_response(
         [f"{base}/talosctl/{quote(tag)}/{quote(name)}" for name in sorted(t.filename for t in tuples)]
