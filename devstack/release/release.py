@@ -36,7 +36,7 @@ from devstack.release.sigstore_testing import FakeSigstore
 log = logging.getLogger(__name__)
 
 SEED = b"image-factory fixture release"
-VERSIONS = ("v1.7.6", "v1.9.5", "v1.10.7", "v1.11.2", "v1.11.3", "v1.12.4", "v1.13.0-beta.1")
+VERSIONS = ("v1.6.7", "v1.7.6", "v1.9.5", "v1.10.7", "v1.11.2", "v1.11.3", "v1.12.4", "v1.13.0-beta.1")
 BROKEN = ("v1.11.2",)
 # Tags the version filter must drop, each an alias of a real version's imager index.
 FILTERED_TAGS = {
@@ -233,7 +233,7 @@ def build_release(
                     Image([base], "arm64", env, ["/bin/installer"], labels),
                 ],
             )
-        if tuple(int(p) for p in version.lstrip("v").split("-")[0].split(".")) >= (1, 11, 0):
+        if _core(version) >= (1, 11, 0):
             publisher.publish(
                 "siderolabs/talosctl-all",
                 version,
@@ -269,6 +269,8 @@ def build_release(
         publisher.publish(
             "siderolabs/extensions", version, [Image([catalog], a, labels=labels) for a in ("amd64", "arm64")]
         )
+        if _core(version) < (1, 7, 0):
+            continue  # overlays (and their catalog image) start with Talos 1.7
         overlays = content.overlays_catalog(
             [
                 (name, f"{UPSTREAM_REGISTRY}/siderolabs/sbc-raspberrypi:v0.1.0", overlay.digest)
@@ -287,6 +289,10 @@ def build_release(
     release.images = publisher.images
     (out / "release.json").write_text(release.to_json())
     return release
+
+
+def _core(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.lstrip("v").split("-")[0].split("."))
 
 
 def _negative_extensions(publisher: Publisher, labels: dict[str, str]) -> list[tuple[str, str, str]]:
