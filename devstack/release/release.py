@@ -12,6 +12,7 @@ import json
 import logging
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from common.cosign import (
 from common.registry.client import RegistryClient
 from devstack.debian import grub_dirs
 from devstack.release import content
-from devstack.release.oci import Image, Pushed, file, layer, push_index, tree
+from devstack.release.oci import Image, Layer, Pushed, file, layer, push_index, tree
 from devstack.release.payload import PayloadFlavour, build_payload, kernel_module, kernel_version
 from devstack.release.sigstore_testing import FakeSigstore
 
@@ -186,109 +187,137 @@ def build_release(
             for arch in ("amd64", "arm64")
         ],
     )
-    hello = None
-    for version in versions:
-        flavour = PayloadFlavour.for_version(version)
-        labels = content.image_labels(version)
-        env = [f"VERSION={version}"]
-        with tempfile.TemporaryDirectory(prefix="fixture-payload-") as scratch:
-            payload = build_payload(version, Path(scratch))
-            usr_install = layer(
-                [
-                    file("usr/install/amd64/vmlinuz", payload.vmlinuz.read_bytes()),
-                    file("usr/install/amd64/initramfs.xz", payload.initramfs.read_bytes()),
-                    file("usr/install/amd64/systemd-stub.efi", payload.systemd_stub.read_bytes()),
-                    file("usr/install/amd64/systemd-boot.efi", payload.systemd_boot.read_bytes()),
-                    file("etc/modules.d/10-extra-modules.conf", "search extras built-in\n"),
-                ]
-            )
-            stock_assets = layer(
-                [
-                    file("usr/install/amd64/vmlinuz", payload.vmlinuz.read_bytes()),
-                    file("usr/install/amd64/initramfs.xz", payload.initramfs.read_bytes()),
-                ]
-            )
-        publisher.publish(
-            "siderolabs/imager",
-            version,
-            [
-                Image([usr_install, grub_layer], arch, env, ["/bin/imager"], labels)
-                for arch in ("amd64", "arm64")
-            ],
-        )
-        unified = flavour.usr_merged
-        base = layer(content.installer_entries(version, unified))
-        if unified:
-            publisher.publish(
-                "siderolabs/installer-base",
-                version,
-                [Image([base], arch, env, ["/bin/installer"], labels) for arch in ("amd64", "arm64")],
-            )
-        else:
-            publisher.publish(
-                "siderolabs/installer",
-                version,
-                [
-                    Image([base, stock_assets], "amd64", env, ["/bin/installer"], labels),
-                    Image([base], "arm64", env, ["/bin/installer"], labels),
-                ],
-            )
-        if _core(version) >= (1, 11, 0):
-            publisher.publish(
-                "siderolabs/talosctl-all",
-                version,
-                [
-                    Image([layer(content.talosctl_entries(version))], arch, labels=labels)
-                    for arch in ("amd64", "arm64")
-                ],
-            )
-        lines = []
-        for spec in content.extensions_for(version, flavour, kver, module):
-            if spec.repository == "siderolabs/hello-world" and hello is not None:
-                pushed = hello
-            else:
-                pushed = publisher.publish(
-                    spec.repository,
-                    spec.tag,
-                    [
-                        Image([layer(spec.layer_entries())], arch, labels=labels)
-                        for arch in spec.architectures
-                    ],
-                )
-                if spec.repository == "siderolabs/hello-world":
-                    hello = pushed
-            lines.append(
-                (f"{UPSTREAM_REGISTRY}/{spec.repository}:{spec.tag}", pushed.digest, spec.description)
-            )
-        if "-" in version:
-            lines.extend(_negative_extensions(publisher, labels))
-        release.extensions[version] = [
-            ref.split(":")[0].removeprefix(f"{UPSTREAM_REGISTRY}/") for ref, _, _ in lines
-        ]
-        catalog = layer(content.extensions_catalog(lines))
-        publisher.publish(
-            "siderolabs/extensions", version, [Image([catalog], a, labels=labels) for a in ("amd64", "arm64")]
-        )
-        if _core(version) < (1, 7, 0):
-            continue  # overlays (and their catalog image) start with Talos 1.7
-        overlays = content.overlays_catalog(
-            [
-                (name, f"{UPSTREAM_REGISTRY}/siderolabs/sbc-raspberrypi:v0.1.0", overlay.digest)
-                for name in content.OVERLAY_NAMES
-            ]
-        )
-        publisher.publish(
-            "siderolabs/overlays",
-            version,
-            [Image([layer(overlays)], a, labels=labels) for a in ("amd64", "arm64")],
-            bundle=True,
-        )
+    shared = _Shared(publisher, kver, module, grub_layer, overlay.digest, _publish_hello(publisher))
+    # Versions are independent; pushing is mostly registry round trips, so a few run at once.
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        for version, names in zip(
+            versions, pool.map(lambda ver: _publish_version(shared, ver), versions), strict=True
+        ):
+            release.extensions[version] = names
     for alias, source in FILTERED_TAGS.items():
         if source in versions:
             publisher.alias("siderolabs/imager", alias, source)
     release.images = publisher.images
     (out / "release.json").write_text(release.to_json())
     return release
+
+
+HELLO_WORLD = "siderolabs/hello-world"
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """Inputs every version's images use."""
+
+    publisher: Publisher
+    kernel_version: str
+    module: bytes
+    grub_layer: Layer
+    overlay_digest: str
+    hello: Pushed
+
+
+def _publish_hello(publisher: Publisher) -> Pushed:
+    """The one extension every catalog lists unchanged (its constraint excludes Talos < 1.10)."""
+    spec = next(
+        e
+        for e in content.extensions_for("v1.10.0", PayloadFlavour.for_version("v1.10.0"), "", b"")
+        if e.repository == HELLO_WORLD
+    )
+    labels = {"org.opencontainers.image.source": content.SOURCE}
+    images = [Image([layer(spec.layer_entries())], arch, labels=labels) for arch in spec.architectures]
+    return publisher.publish(spec.repository, spec.tag, images)
+
+
+def _publish_version(shared: _Shared, version: str) -> list[str]:
+    """Pushes one Talos version's images; returns the names its extensions catalog lists."""
+    flavour = PayloadFlavour.for_version(version)
+    labels = content.image_labels(version)
+    env = [f"VERSION={version}"]
+    with tempfile.TemporaryDirectory(prefix="fixture-payload-") as scratch:
+        payload = build_payload(version, Path(scratch))
+        usr_install = layer(
+            [
+                file("usr/install/amd64/vmlinuz", payload.vmlinuz.read_bytes()),
+                file("usr/install/amd64/initramfs.xz", payload.initramfs.read_bytes()),
+                file("usr/install/amd64/systemd-stub.efi", payload.systemd_stub.read_bytes()),
+                file("usr/install/amd64/systemd-boot.efi", payload.systemd_boot.read_bytes()),
+                file("etc/modules.d/10-extra-modules.conf", "search extras built-in\n"),
+            ]
+        )
+        stock_assets = layer(
+            [
+                file("usr/install/amd64/vmlinuz", payload.vmlinuz.read_bytes()),
+                file("usr/install/amd64/initramfs.xz", payload.initramfs.read_bytes()),
+            ]
+        )
+    shared.publisher.publish(
+        "siderolabs/imager",
+        version,
+        [
+            Image([usr_install, shared.grub_layer], arch, env, ["/bin/imager"], labels)
+            for arch in ("amd64", "arm64")
+        ],
+    )
+    unified = flavour.usr_merged
+    base = layer(content.installer_entries(version, unified))
+    if unified:
+        shared.publisher.publish(
+            "siderolabs/installer-base",
+            version,
+            [Image([base], arch, env, ["/bin/installer"], labels) for arch in ("amd64", "arm64")],
+        )
+    else:
+        shared.publisher.publish(
+            "siderolabs/installer",
+            version,
+            [
+                Image([base, stock_assets], "amd64", env, ["/bin/installer"], labels),
+                Image([base], "arm64", env, ["/bin/installer"], labels),
+            ],
+        )
+    if _core(version) >= (1, 11, 0):
+        shared.publisher.publish(
+            "siderolabs/talosctl-all",
+            version,
+            [
+                Image([layer(content.talosctl_entries(version))], arch, labels=labels)
+                for arch in ("amd64", "arm64")
+            ],
+        )
+    lines = []
+    for spec in content.extensions_for(version, flavour, shared.kernel_version, shared.module):
+        if spec.repository == HELLO_WORLD:
+            pushed = shared.hello
+        else:
+            pushed = shared.publisher.publish(
+                spec.repository,
+                spec.tag,
+                [Image([layer(spec.layer_entries())], arch, labels=labels) for arch in spec.architectures],
+            )
+        lines.append((f"{UPSTREAM_REGISTRY}/{spec.repository}:{spec.tag}", pushed.digest, spec.description))
+    if "-" in version:
+        lines.extend(_negative_extensions(shared.publisher, labels))
+    catalog = layer(content.extensions_catalog(lines))
+    shared.publisher.publish(
+        "siderolabs/extensions", version, [Image([catalog], a, labels=labels) for a in ("amd64", "arm64")]
+    )
+    names = [ref.split(":")[0].removeprefix(f"{UPSTREAM_REGISTRY}/") for ref, _, _ in lines]
+    if _core(version) < (1, 7, 0):
+        return names  # overlays (and their catalog image) start with Talos 1.7
+    overlays = content.overlays_catalog(
+        [
+            (name, f"{UPSTREAM_REGISTRY}/siderolabs/sbc-raspberrypi:v0.1.0", shared.overlay_digest)
+            for name in content.OVERLAY_NAMES
+        ]
+    )
+    shared.publisher.publish(
+        "siderolabs/overlays",
+        version,
+        [Image([layer(overlays)], a, labels=labels) for a in ("amd64", "arm64")],
+        bundle=True,
+    )
+    return names
 
 
 def _core(version: str) -> tuple[int, ...]:
