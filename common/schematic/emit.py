@@ -23,7 +23,7 @@ from typing import Any
 
 from common.schematic.model import GoTime, Schematic
 
-__all__ = ["go_format_float", "go_resolve", "marshal", "marshal_value", "schematic_id"]
+__all__ = ["Struct", "go_format_float", "go_resolve", "marshal", "marshal_value", "schematic_id"]
 
 # ---------------------------------------------------------------------------------------------------------
 # Go's implicit scalar resolution (resolver.go: resolve)
@@ -414,8 +414,22 @@ def _sorted_keys(keys: list[Any]) -> list[Any]:
     return sorted(keys, key=functools.cmp_to_key(compare))
 
 
+@dataclass(frozen=True)
+class Struct:
+    """A Go struct for :func:`marshal_value`: fields keep their declaration order (maps are sorted).
+
+    ``omitempty`` is the caller's business: leave such fields out.
+    """
+
+    fields: tuple[tuple[str, Any], ...]
+
+
 def _value_node(value: Any, legacy_quotes: bool) -> _Node:
     """Representer for the Go-typed values found in overlay options (and for :func:`marshal_value`)."""
+    if isinstance(value, Struct):
+        return _Map(
+            [(_string_node(k, legacy_quotes), _value_node(v, legacy_quotes)) for k, v in value.fields]
+        )
     if isinstance(value, str):
         return _string_node(value, legacy_quotes)
     if isinstance(value, bool):
