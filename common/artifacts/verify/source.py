@@ -71,5 +71,3 @@ def verifier_from_config(options: ContainerSignatureOptions) -> SourceVerifier:
     root = load_trusted_root(options.trustedRootFile) if options.trustedRootFile else None
     checks.append(KeylessCheck(root, options.subjectRegExp, options.issuer, options.issuerRegExp))
     return SourceVerifier(checks)
-
-
