@@ -13,7 +13,9 @@ import re
 from collections.abc import Iterable, Sequence
 
 from common.errors import InvalidInputError
-from common.profile.meta import META_ENV_VAR, _version_triple, encode_environment
+from common.profile.meta import META_ENV_VAR, encode_environment
+from common.profile.path import go_quote
+from common.profile.quirks import Quirks
 
 __all__ = [
     "KINDS",
@@ -141,15 +143,6 @@ class UnknownPlatformError(InvalidInputError):
     """``talos.platform`` names no Talos platform (upstream ``platform.NewPlatform`` fails)."""
 
 
-def _at_least(version: str, minimum: tuple[int, int, int], *, unparsed: bool) -> bool:
-    v = _version_triple(version)
-    return unparsed if v is None else v >= minimum
-
-
-def _go_quote(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 _PLATFORM_ALIASES = {"packet": "equinixMetal"}
 
 _CONSOLE_TTY1_TTYS0 = ["console=tty1", "console=ttyS0", "net.ifnames=0"]
@@ -205,7 +198,7 @@ _PLATFORMS = frozenset({"metal", "aws", *_STATIC_PLATFORM_ARGS, *_ARCH_PLATFORM_
 def platform_name(platform: str) -> str:
     """The name Talos puts in ``talos.platform`` (``packet`` is the legacy alias of ``equinixMetal``)."""
     if platform not in _PLATFORMS:
-        raise UnknownPlatformError(f"unknown platform: {_go_quote(platform)}")
+        raise UnknownPlatformError(f"unknown platform: {go_quote(platform)}")
     return _PLATFORM_ALIASES.get(platform, platform)
 
 
@@ -216,16 +209,16 @@ def platform_kernel_args(platform: str, arch: str, version: str) -> list[str]:
     an invalid-input error). Arch-specific platforms return no args for other arches, as upstream.
     """
     name = platform_name(platform)
+    quirks = Quirks(version)
     if name == "metal":
         if arch == "amd64":
-            # quirk SupportsMetalPlatformConsoleTTYS0: < 1.8 (unparseable → latest → no ttyS0)
-            if not _at_least(version, (1, 8, 0), unparsed=True):
+            if quirks.metal_console_ttys0():
                 return ["console=ttyS0", "console=tty0"]
             return ["console=tty0"]
         return ["console=ttyAMA0", "console=tty0"] if arch == "arm64" else []
     if name == "aws":
         args = list(_CONSOLE_TTY1_TTYS0)
-        if _at_least(version, (1, 14, 0), unparsed=True):  # quirk NvmeCoreIoTimeoutAWSOnly
+        if quirks.nvme_io_timeout_aws_only():
             args.append("nvme_core.io_timeout=4294967295")
         return args
     if name in _ARCH_PLATFORM_ARGS:
@@ -235,22 +228,21 @@ def platform_kernel_args(platform: str, arch: str, version: str) -> list[str]:
 
 def default_kernel_args(version: str) -> list[str]:
     """``kernel.DefaultArgs(quirks(version))``."""
+    quirks = Quirks(version)
     args: list[str] = []
-    if not _at_least(version, (1, 14, 0), unparsed=True):  # DropInitOnAllocInArgs
+    if not quirks.drop_init_on_alloc():
         args.append("init_on_alloc=1")
     args += ["slab_nomerge=", "pti=on", "consoleblank=0"]
-    if not _at_least(version, (1, 14, 0), unparsed=True):  # NvmeCoreIoTimeoutAWSOnly
+    if not quirks.nvme_io_timeout_aws_only():
         args.append("nvme_core.io_timeout=4294967295")
     args.append("printk.devkmsg=on")
-    # SupportsIMA: <= 1.10.99; an unparseable version does not get IMA
-    v = _version_triple(version)
-    if v is not None and v <= (1, 10, 99):
+    if quirks.supports_ima():
         args += ["ima_template=ima-ng", "ima_appraise=fix", "ima_hash=sha512"]
-    if _at_least(version, (1, 10, 0), unparsed=True):  # SupportsSELinux
+    if quirks.supports_selinux():
         args.append("selinux=1")
-    if _at_least(version, (1, 12, 0), unparsed=True):  # SupportsDisablingModuleSignatureVerification
+    if quirks.module_sig_enforce():
         args.append("module.sig_enforce=1")
-    if _at_least(version, (1, 13, 0), unparsed=True):  # ProcMemOverrideNever
+    if quirks.proc_mem_force_override():
         args.append("proc_mem.force_override=never")
     return args
 
@@ -284,7 +276,8 @@ def build_cmdline(
     """
     if kind not in KINDS:
         raise ValueError(f"unknown output kind {kind!r}")
-    unified = _at_least(version, (1, 10, 0), unparsed=True)  # SupportsUnifiedInstaller
+    quirks = Quirks(version)
+    unified = quirks.supports_unified_installer()
     if kind in ("kernel", "initramfs") or (kind in ("uki", "installer") and not (secureboot or unified)):
         extra_args = ()
     if kind not in ("iso", "cmdline"):
@@ -293,7 +286,7 @@ def build_cmdline(
     cmdline = Cmdline()
     cmdline.append("talos.platform", platform_name(platform))
     cmdline.set_all(platform_kernel_args(platform, arch, version))
-    if kind == "iso" and _at_least(version, (1, 8, 0), unparsed=True):  # SupportsHaltIfInstalled
+    if kind == "iso" and quirks.supports_halt_if_installed():
         cmdline.append("talos.halt_if_installed", "1")
     if overlay_args:
         cmdline.set_all(overlay_args)

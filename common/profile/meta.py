@@ -15,9 +15,8 @@ import struct
 import zlib
 from collections.abc import Sequence
 
-import semver
-
 from common.errors import InvalidInputError
+from common.profile.quirks import Quirks
 
 __all__ = [
     "ADV_DATA_LENGTH",
@@ -44,40 +43,10 @@ META_PARTITION_SIZE = 1024 * 1024
 _LEGACY_ADV_SIZE = 2 * 512  # syslinux ADV at the partition's end; never written by the imager
 
 _GZIP_THRESHOLD = 256
-_MIN_COMPRESSED_META = (1, 6, 3)
 
 
 class ADVError(ValueError):
     """A block that Talos' ADV reader would reject."""
-
-
-def _trim_leading_zeros(part: str) -> str:
-    if len(part) > 1:
-        part = part.lstrip("0")
-        if not part or part[0] not in "0123456789":
-            part = "0" + part
-    return part
-
-
-def _version_triple(version: str) -> tuple[int, int, int] | None:
-    """Parse like Go's ``semver.ParseTolerant`` minus pre-release (quirks.New); None = unparseable."""
-    s = version.strip().removeprefix("v")
-    parts = [_trim_leading_zeros(p) for p in s.split(".", 2)]
-    if len(parts) < 3:
-        if any(c in parts[-1] for c in "+-"):
-            return None
-        parts += ["0"] * (3 - len(parts))
-    try:
-        v = semver.Version.parse(".".join(parts))
-    except (ValueError, TypeError):
-        return None
-    return (v.major, v.minor, v.patch)
-
-
-def _supports_compressed_meta(version: str) -> bool:
-    """Quirk ``SupportsCompressedEncodedMETA``; an unparseable version counts as the latest Talos."""
-    v = _version_triple(version)
-    return v is None or v >= _MIN_COMPRESSED_META
 
 
 def _check_key(key: int) -> int:
@@ -104,7 +73,7 @@ def encode_environment(meta: Sequence[tuple[int, str]], version: str) -> str:
     (``meta.DecodeValues`` sniffs the gzip magic). Uncompressed output is byte-identical.
     """
     raw = ";".join(f"0x{_check_key(k):x}={v}" for k, v in meta).encode()
-    if len(raw) > _GZIP_THRESHOLD and _supports_compressed_meta(version):
+    if len(raw) > _GZIP_THRESHOLD and Quirks(version).supports_compressed_meta():
         raw = _go_gzip(raw)
     return base64.b64encode(raw).decode("ascii")
 

@@ -8,8 +8,10 @@ version means "latest Talos" (each method documents what that yields).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+
+from common.artifacts.versions import parse_tolerant
+from common.errors import InvalidInputError
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -17,38 +19,16 @@ GIB = 1024 * MIB
 Version = tuple[int, int, int]
 
 _MAX_UINT64 = (1 << 64) - 1
-_IDENT = r"[0-9A-Za-z-]+"
-_SEMVER = re.compile(
-    rf"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(?:-({_IDENT}(?:\.{_IDENT})*))?(?:\+({_IDENT}(?:\.{_IDENT})*))?$"
-)
 
 
 def parse_version(version: str) -> Version | None:
     """``semver.ParseTolerant`` reduced to (major, minor, patch); None where Go returns an error."""
-    s = version.strip().removeprefix("v")
-    parts = s.split(".", 2)
-    for i, p in enumerate(parts):
-        if len(p) > 1:
-            p = p.lstrip("0")
-            if not p or p[0] not in "0123456789":
-                p = "0" + p
-            parts[i] = p
-    if len(parts) < 3:
-        if "+" in parts[-1] or "-" in parts[-1]:
-            return None
-        parts += ["0"] * (3 - len(parts))
-    m = _SEMVER.match(".".join(parts))
-    if m is None:
+    try:
+        parsed = parse_tolerant(version)
+    except InvalidInputError:
         return None
-    pre = m.group(4)
-    if pre is not None:
-        for ident in pre.split("."):
-            if len(ident) > 1 and ident.startswith("0") and ident.strip("0123456789") == "":
-                return None
-    nums = (int(m.group(1)), int(m.group(2)), int(m.group(3)))
-    if any(n > _MAX_UINT64 for n in nums):
-        return None
-    return nums
+    nums = (parsed.major, parsed.minor, parsed.patch)
+    return None if any(n > _MAX_UINT64 for n in nums) else nums
 
 
 @dataclass(frozen=True)
