@@ -27,7 +27,7 @@ from common.artifacts.verify.types import (
     BundleSignature,
     LegacySignature,
 )
-from common.registry.client import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, RegistryClient, RegistryError
+from common.registry.client import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, RegistryClient
 
 MAX_SIGNATURE_BLOB = 1024 * 1024
 MAX_SIGNATURES = 32
@@ -196,7 +196,6 @@ def push_bundle_referrer(
 
 
 __all__ = [
-    "RegistryError",
     "SignatureLayer",
     "fetch_bundle_signatures",
     "fetch_legacy_signatures",

@@ -35,14 +35,12 @@ from common.artifacts.verify.source import SourceVerifier
 from common.config import Config
 from common.config.options import RepositoryOptions
 from common.errors import FactoryError, NotFoundError, UnavailableError
+from common.profile.quirks import Quirks
 from common.registry.client import Manifest, RegistryClient, RegistryError
 
 log = logging.getLogger(__name__)
 
 ARCHES = ("amd64", "arm64")
-OVERLAYS_SINCE = v.Version(1, 7, 0)
-TALOSCTL_SINCE = v.Version(1, 11, 0)
-UNIFIED_INSTALLER_SINCE = v.Version(1, 10, 0)
 # After a failed refresh, serve the last good list and try again after this long.
 FAILED_REFRESH_RETRY = 30.0
 T = TypeVar("T")
@@ -93,6 +91,10 @@ class ArtifactsManager:
         self._versions_lock = threading.Lock()
         self._catalogs: dict[tuple[str, str], tuple[float, Any]] = {}
         self._catalog_locks: dict[tuple[str, str], threading.Lock] = {}
+        # Requests for already-unpacked images must not touch the registry: tags are re-resolved
+        # once per recheck interval, and what a digest names never changes.
+        self._tags: dict[tuple[str, str], tuple[float, str]] = {}
+        self._pulled: dict[tuple[str, str, str], tuple[Manifest, bytes]] = {}
         self._guard = threading.Lock()
 
     # --- registry plumbing -------------------------------------------------------------------
@@ -110,10 +112,35 @@ class ArtifactsManager:
                 )
             return self._clients[repository]
 
-    def _resolve(self, repository: str, tag: str) -> tuple[RegistryClient, str] | None:
+    def _resolve(self, repository: str, tag: str, missing: str | None = None) -> tuple[RegistryClient, str]:
+        """The digest a tag points at; NotFoundError (``missing``, or a generic text) if there is none."""
         client = self.client(repository)
+        with self._guard:
+            hit = self._tags.get((repository, tag))
+        if hit and hit[0] > self.clock():
+            return client, hit[1]
         digest = client.resolve(tag)
-        return (client, digest) if digest else None
+        if digest is None:
+            raise NotFoundError(missing or f"image {client.repo.reference}:{tag} does not exist")
+        with self._guard:
+            self._tags[(repository, tag)] = (self.clock() + max(self.recheck, 1.0), digest)
+        return client, digest
+
+    def _pull(self, client: RegistryClient, digest: str, arch: str) -> tuple[Manifest, bytes]:
+        """Verifies ``digest``, then returns its ``linux/<arch>`` manifest and config (memoised)."""
+        key = (client.repo.reference, digest, arch)
+        with self._guard:
+            hit = self._pulled.get(key)
+        if hit:
+            return hit
+        self.verifier.verify(client, digest)
+        manifest = self._platform_manifest(client, digest, arch)
+        config = self._small_blob(client, manifest.document["config"])
+        with self._guard:
+            if len(self._pulled) >= 4096:
+                self._pulled.clear()
+            self._pulled[key] = (manifest, config)
+        return manifest, config
 
     def _platform_manifest(self, client: RegistryClient, digest: str, arch: str) -> Manifest:
         top = client.get_manifest(digest)
@@ -129,9 +156,6 @@ class ArtifactsManager:
                     raise RegistryError(f"{client.repo.reference}@{entry['digest']} is missing")
                 return manifest
         raise NotFoundError(f"image {client.repo.reference}@{digest} has no linux/{arch} variant")
-
-    def _verified(self, client: RegistryClient, digest: str) -> None:
-        self.verifier.verify(client, digest)
 
     # --- Talos versions ----------------------------------------------------------------------
 
@@ -234,7 +258,7 @@ class ArtifactsManager:
 
     def official_overlays(self, version: v.Version) -> list[OverlayRef]:
         tag = self.require(version)
-        if version < OVERLAYS_SINCE:
+        if not Quirks(str(version)).supports_overlay():
             return []
 
         def load() -> list[OverlayRef]:
@@ -245,7 +269,7 @@ class ArtifactsManager:
 
     def talosctl_tuples(self, version: v.Version) -> list[TalosctlTuple]:
         tag = self.require(version)
-        if v.core(version) < TALOSCTL_SINCE:
+        if not Quirks(str(version)).supports_talosctl():
             return []
 
         def load() -> list[TalosctlTuple]:
@@ -256,16 +280,13 @@ class ArtifactsManager:
     # --- images ------------------------------------------------------------------------------
 
     def installer_repository(self, version: v.Version) -> str:
-        if v.core(version) >= UNIFIED_INSTALLER_SINCE:
+        if Quirks(str(version)).supports_unified_installer():
             return self.components.installerBase
         return self.components.installer
 
     @contextmanager
     def image_by_tag(self, repository: str, tag: str, arch: str) -> Iterator[UnpackedImage]:
-        resolved = self._resolve(repository, tag)
-        if resolved is None:
-            raise NotFoundError(f"image {self.client(repository).repo.reference}:{tag} does not exist")
-        client, digest = resolved
+        client, digest = self._resolve(repository, tag)
         with self._unpacked(client, digest, arch) as image:
             yield image
 
@@ -280,14 +301,11 @@ class ArtifactsManager:
 
     @contextmanager
     def talosctl(self, version: v.Version) -> Iterator[UnpackedImage]:
-        tag = self.require(version)
-        try:
-            with self.image_by_tag(self.components.talosctl, tag, "amd64") as image:
-                yield image
-        except NotFoundError as exc:
-            if "does not exist" in exc.message:
-                raise NotFoundError(f"version {version} is not available") from exc
-            raise
+        # No talosctl-all image (Talos < 1.11) reads as an unavailable version, as upstream.
+        missing = f"version {version} is not available"
+        client, digest = self._resolve(self.components.talosctl, self.require(version), missing)
+        with self._unpacked(client, digest, "amd64") as image:
+            yield image
 
     def extension(self, ref: ExtensionRef, arch: str) -> AbstractContextManager[UnpackedImage]:
         return self.image_by_digest(ref.ref.repository, ref.digest, arch)
@@ -299,14 +317,10 @@ class ArtifactsManager:
     def installer_base(self, version: v.Version, arch: str) -> Iterator[ImageLayers]:
         """The installer base's manifest, config and compressed layer blobs, as pulled."""
         repository = self.installer_repository(version)
-        resolved = self._resolve(repository, self.require(version))
-        if resolved is None:
-            raise NotFoundError(f"version {version} is not available")
-        client, digest = resolved
-        self._verified(client, digest)
-        manifest = self._platform_manifest(client, digest, arch)
+        missing = f"version {version} is not available"
+        client, digest = self._resolve(repository, self.require(version), missing)
+        manifest, config = self._pull(client, digest, arch)
         document = manifest.document
-        config = self._small_blob(client, document["config"])
         with ExitStack() as stack:
             layers = [
                 (descriptor, stack.enter_context(self._blob(client, descriptor)))
@@ -338,10 +352,9 @@ class ArtifactsManager:
 
     @contextmanager
     def _unpacked(self, client: RegistryClient, digest: str, arch: str) -> Iterator[UnpackedImage]:
-        self._verified(client, digest)
-        manifest = self._platform_manifest(client, digest, arch)
+        manifest, config_bytes = self._pull(client, digest, arch)
         document = manifest.document
-        config = json.loads(self._small_blob(client, document["config"]))
+        config = json.loads(config_bytes)
 
         def build(dest: Path) -> None:
             fs = dest / "fs"

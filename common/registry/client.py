@@ -107,17 +107,10 @@ class RegistryClient:
         """The blob's bytes, or None when absent; refuses blobs larger than ``max_size``."""
         response = self._request("GET", f"{self.base}/blobs/{digest}", stream=True)
         if response.status_code == 404:
+            response.close()
             return None
         _check(response, "GET blob")
-        chunks: list[bytes] = []
-        size = 0
-        for chunk in response.iter_content(65536):
-            size += len(chunk)
-            if size > max_size:
-                response.close()
-                raise RegistryError(f"blob {digest} is larger than {max_size} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return _read_bounded(response, max_size, f"blob {digest}")
 
     def push_blob(self, data: bytes, digest: str | None = None) -> str:
         """Monolithic upload (POST then PUT); returns the digest."""
