@@ -110,16 +110,19 @@ def extensions_for(
                 file(f"{lib}/firmware/amd-ucode/microcode_amd_fam19h.bin", blob("amd-ucode fam19h", 5568)),
             ),
         ),
-        ExtensionSpec(
-            repository="siderolabs/hello-world",
-            tag="1.0.0",
-            description="Static files under /usr/local; only compatible with Talos 1.10 and later.",
-            constraint=">= v1.10.0",
-            entries=(
-                file("rootfs/usr/local/share/hello-world/hello.txt", "Hello from a system extension!\n"),
-            ),
-        ),
+        hello_world(),
     ]
+
+
+def hello_world() -> ExtensionSpec:
+    """The one extension every catalog lists unchanged; its constraint excludes Talos < 1.10."""
+    return ExtensionSpec(
+        repository="siderolabs/hello-world",
+        tag="1.0.0",
+        description="Static files under /usr/local; only compatible with Talos 1.10 and later.",
+        constraint=">= v1.10.0",
+        entries=(file("rootfs/usr/local/share/hello-world/hello.txt", "Hello from a system extension!\n"),),
+    )
 
 
 def extensions_catalog(lines: list[tuple[str, str, str]]) -> list[Entry]:

@@ -32,6 +32,7 @@ from typing import Literal
 
 import semver
 
+from common.profile.quirks import Quirks
 from devstack import debian
 
 __all__ = [
@@ -110,11 +111,9 @@ class PayloadFlavour:
     @classmethod
     def for_version(cls, version: str) -> PayloadFlavour:
         """Flavour of a Talos version; a pre-release counts as its core version (1.8.0-alpha.1 is zstd)."""
-        core = _parse_version(version).finalize_version()
-        return cls(
-            compression="xz" if core < semver.Version(1, 8, 0) else "zstd",
-            usr_merged=core >= semver.Version(1, 10, 0),
-        )
+        _parse_version(version)
+        quirks = Quirks(version)
+        return cls(compression="zstd" if quirks.supports_zstd() else "xz", usr_merged=quirks.usr_merge())
 
     @property
     def modules_dir(self) -> str:

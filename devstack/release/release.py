@@ -27,6 +27,7 @@ from common.cosign import (
     push_legacy_signatures,
     simple_signing_payload,
 )
+from common.profile.quirks import Quirks
 from common.registry.client import RegistryClient
 from devstack.debian import grub_dirs
 from devstack.release import content
@@ -202,7 +203,7 @@ def build_release(
     return release
 
 
-HELLO_WORLD = "siderolabs/hello-world"
+HELLO_WORLD = content.hello_world().repository
 
 
 @dataclass(frozen=True)
@@ -218,12 +219,8 @@ class _Shared:
 
 
 def _publish_hello(publisher: Publisher) -> Pushed:
-    """The one extension every catalog lists unchanged (its constraint excludes Talos < 1.10)."""
-    spec = next(
-        e
-        for e in content.extensions_for("v1.10.0", PayloadFlavour.for_version("v1.10.0"), "", b"")
-        if e.repository == HELLO_WORLD
-    )
+    """Pushed once, with version-independent labels, so every catalog lists the same digest."""
+    spec = content.hello_world()
     labels = {"org.opencontainers.image.source": content.SOURCE}
     images = [Image([layer(spec.layer_entries())], arch, labels=labels) for arch in spec.architectures]
     return publisher.publish(spec.repository, spec.tag, images)
@@ -276,7 +273,7 @@ def _publish_version(shared: _Shared, version: str) -> list[str]:
                 Image([base], "arm64", env, ["/bin/installer"], labels),
             ],
         )
-    if _core(version) >= (1, 11, 0):
+    if Quirks(version).supports_talosctl():
         shared.publisher.publish(
             "siderolabs/talosctl-all",
             version,
@@ -303,7 +300,7 @@ def _publish_version(shared: _Shared, version: str) -> list[str]:
         "siderolabs/extensions", version, [Image([catalog], a, labels=labels) for a in ("amd64", "arm64")]
     )
     names = [ref.split(":")[0].removeprefix(f"{UPSTREAM_REGISTRY}/") for ref, _, _ in lines]
-    if _core(version) < (1, 7, 0):
+    if not Quirks(version).supports_overlay():
         return names  # overlays (and their catalog image) start with Talos 1.7
     overlays = content.overlays_catalog(
         [
@@ -318,10 +315,6 @@ def _publish_version(shared: _Shared, version: str) -> list[str]:
         bundle=True,
     )
     return names
-
-
-def _core(version: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in version.lstrip("v").split("-")[0].split("."))
 
 
 def _negative_extensions(publisher: Publisher, labels: dict[str, str]) -> list[tuple[str, str, str]]:
