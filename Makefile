@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Services the tests start, the fixture release builder (devstack/debian.py SYSTEM_PACKAGES) and QEMU.
 SYSTEM_PACKAGES := redis-server docker-registry skopeo python3-venv \
-	apt dpkg kmod squashfs-tools xz-utils zstd gcc libc6-dev qemu-system-x86 qemu-utils ovmf gdisk
+	apt dpkg kmod squashfs-tools xz-utils zstd gcc libc6-dev qemu-system-x86 qemu-utils ovmf gdisk \
+	xorriso grub-common grub-pc-bin grub-efi-amd64-bin mtools dosfstools squashfs-tools-ng cpio
 PYTEST_ARGS ?=
 
 .PHONY: run stop test lint typecheck unit integration docs system-deps clean

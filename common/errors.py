@@ -40,3 +40,9 @@ class UnavailableError(FactoryError):
     """A dependency (Redis, a registry, S3) did not answer; retrying later may work."""
 
     status = 503
+
+
+class NotImplementedYetError(FactoryError):
+    """A valid request for an output this factory cannot build yet (named in the message)."""
+
+    status = 501

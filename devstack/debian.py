@@ -48,6 +48,15 @@ SYSTEM_PACKAGES: tuple[str, ...] = (
     "qemu-utils",  # qemu-img (qcow2 disks)
     "ovmf",
     "gdisk",  # sgdisk (GPT disks in the boot tests)
+    # the imager's tools (worker/imager)
+    "xorriso",  # xorrisofs, and grub-mkrescue's ISO writer
+    "grub-common",  # grub-mkrescue, grub-mkimage
+    "grub-pc-bin",  # i386-pc modules grub-mkrescue falls back to
+    "grub-efi-amd64-bin",  # x86_64-efi modules, likewise
+    "mtools",  # mcopy, mattrib (FAT images without mounting)
+    "dosfstools",  # mkfs.vfat
+    "squashfs-tools-ng",  # tar2sqfs: extension squashfs with SELinux xattrs from PAX records
+    "cpio",
 )
 
 #: Metapackage -> prefix of the real package it depends on (the one carrying the files).
