@@ -37,6 +37,10 @@ def storage_dir(config: Config) -> Path:
     return Path(config.artifacts.storageDir or os.path.join(tempfile.gettempdir(), "image-factory-artifacts"))
 
 
+def scratch_dir(config: Config) -> Path:
+    return Path(config.build.scratchDir or os.path.join(tempfile.gettempdir(), "image-factory-builds"))
+
+
 def build_artifacts(config: Config) -> ArtifactsManager:
     store = ArtifactStore(storage_dir(config), config.artifacts.storageMaxSize)
     return ArtifactsManager(config, store, verifier_from_config(config.containerSignature))

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import before_task_publish, task_postrun, task_prerun
+from celery.signals import before_task_publish, task_postrun, task_prerun, worker_init
 
 from common.config import Config
 from common.logging import request_id_var
+from common.services import scratch_dir
+from worker.imager.scratch import sweep
 
 BUILD_QUEUE = "builds"
 
@@ -63,3 +65,11 @@ def _forget_request_id(task: Task | None = None, **_: Any) -> None:
     token = getattr(task.request, "request_id_token", None) if task is not None else None
     if token is not None:
         request_id_var.reset(token)
+
+
+@worker_init.connect
+def _sweep_abandoned_builds(sender: Any = None, **_: Any) -> None:
+    """Builds of a killed worker could not clean up after themselves; reclaim their folders."""
+    config = getattr(getattr(sender, "app", None), "conf", {}).get("factory_config")
+    if isinstance(config, Config):
+        sweep(scratch_dir(config))

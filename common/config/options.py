@@ -69,6 +69,12 @@ class BuildOptions:
         "How long an asset request waits for a build before answering 202 with the build's status.",
         ours=True,
     )
+    scratchDir: str = opt(
+        "",
+        "Directory for the per-build working folders (removed after each build, and swept of abandoned "
+        "ones when a worker starts); empty means `$TMPDIR/image-factory-builds`.",
+        ours=True,
+    )
 
 
 @dataclass

@@ -6,7 +6,6 @@ import hashlib
 import json
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -17,32 +16,14 @@ from common.artifacts.manager import ArtifactsManager
 from common.artifacts.store import ArtifactStore
 from common.artifacts.verify.source import verifier_from_config
 from common.artifacts.verify.types import SignatureError
-from common.config import Config
-from common.config.schema import assign
 from common.errors import NotFoundError
 from devstack.release.payload import build_payload
 from devstack.release.release import FILTERED_TAGS, Release, build_release, factory_overrides
 from devstack.services import RegistryServer
+from tests.support.artifacts import make_config, manager
 
 pytestmark = pytest.mark.integration
 V = v.Version.parse
-
-
-def make_config(overrides: dict[str, Any]) -> Config:
-    config = Config()
-    for key, value in overrides.items():
-        assign(config, key, value)
-    return config
-
-
-def manager(
-    release: Release, store_dir: Path, clock: Any = None, **extra: Any
-) -> tuple[ArtifactsManager, Config]:
-    config = make_config({**factory_overrides(release), **extra})
-    store = ArtifactStore(store_dir, 2 * 1024**3)
-    verifier = verifier_from_config(config.containerSignature)
-    kwargs = {"clock": clock} if clock else {}
-    return ArtifactsManager(config, store, verifier, **kwargs), config
 
 
 def test_versions_follow_upstream_selection(fixture_release: Release, tmp_path: Path) -> None:

@@ -1,13 +1,21 @@
-"""Running the external tools the imager needs, with errors that say which tool failed and why."""
+"""Running the external tools the imager needs, with errors that say which tool failed and why.
+
+Each run is reaped with ``wait4`` so its own peak RSS and wall time are known; a build collects
+them in a :class:`ToolLog` (peak memory of the build, and the benchmark's "raw tools" floor).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
-import resource
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -29,11 +37,58 @@ class ToolError(FactoryError):
     status = 500
 
 
+@dataclass(frozen=True)
+class ToolRun:
+    name: str
+    seconds: float
+    peak_rss: int  # bytes
+
+
+@dataclass
+class ToolLog:
+    """The tools one build ran (collected through a context variable, so threads don't mix)."""
+
+    runs: list[ToolRun] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return sum(r.seconds for r in self.runs)
+
+    @property
+    def peak_rss(self) -> int:
+        return max((r.peak_rss for r in self.runs), default=0)
+
+
+_current: contextvars.ContextVar[ToolLog | None] = contextvars.ContextVar("imager_tool_log", default=None)
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[ToolLog]:
+    record = ToolLog()
+    token = _current.set(record)
+    try:
+        yield record
+    finally:
+        _current.reset(token)
+
+
 def which(name: str) -> str:
     path = shutil.which(name, path=_BASE_ENV["PATH"])
     if path is None:
         raise ToolError(f"required tool {name!r} is not installed")
     return path
+
+
+def _pump(src: IO[bytes], sink: list[bytes]) -> None:
+    while chunk := src.read(1 << 16):
+        sink.append(chunk)
+
+
+def _feed(dst: IO[bytes], data: bytes) -> None:
+    with contextlib.suppress(BrokenPipeError):
+        dst.write(data)
+    with contextlib.suppress(BrokenPipeError):
+        dst.close()
 
 
 def run(
@@ -49,30 +104,50 @@ def run(
     ``stdin`` may be bytes or an open file; the tool's stderr is kept for the error message only.
     """
     args = [os.fspath(c) for c in cmd]
+    name = Path(args[0]).name
     args[0] = which(args[0]) if "/" not in args[0] else args[0]
     full_env = {**_BASE_ENV, **(env or {})}
-    data = stdin if isinstance(stdin, bytes) else None
-    stdin_arg = None if isinstance(stdin, bytes) or stdin is None else stdin
+    feed = stdin if isinstance(stdin, bytes) else None
     log.debug("running %s", " ".join(args))
+    started = time.monotonic()
     try:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             args,
             cwd=cwd,
             env=full_env,
-            input=data,
-            stdin=stdin_arg if data is None else None,
+            stdin=subprocess.PIPE
+            if feed is not None
+            else (stdin if stdin is not None else subprocess.DEVNULL),
             stdout=stdout if stdout is not None else subprocess.PIPE,
             stderr=subprocess.PIPE,
-            check=False,
         )
     except OSError as exc:
-        raise ToolError(f"{Path(args[0]).name} could not be started: {exc}") from exc
+        raise ToolError(f"{name} could not be started: {exc}") from exc
+    out: list[bytes] = []
+    err: list[bytes] = []
+    threads = [threading.Thread(target=_pump, args=(proc.stderr, err), daemon=True)]
+    if stdout is None:
+        threads.append(threading.Thread(target=_pump, args=(proc.stdout, out), daemon=True))
+    if feed is not None:
+        threads.append(threading.Thread(target=_feed, args=(proc.stdin, feed), daemon=True))
+    for t in threads:
+        t.start()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    for t in threads:
+        t.join()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+    record = _current.get()
+    if record is not None:
+        record.runs.append(ToolRun(name, time.monotonic() - started, usage.ru_maxrss * 1024))
     if proc.returncode != 0:
-        tail = proc.stderr.decode(errors="replace").strip()[-2000:]
-        raise ToolError(f"{Path(args[0]).name} failed with exit code {proc.returncode}: {tail}")
-    return proc.stdout if stdout is None else b""
-
-
-def children_peak_rss() -> int:
-    """Peak resident set (bytes) of the largest tool run so far by this process."""
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+        tail = b"".join(err).decode(errors="replace").strip()[-2000:]
+        raise ToolError(f"{name} failed with exit code {proc.returncode}: {tail}")
+    return b"".join(out)

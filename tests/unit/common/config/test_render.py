@@ -26,6 +26,7 @@ OURS = {
     "http.workers",
     "http.threads",
     "build.waitTimeout",
+    "build.scratchDir",
     "redis.url",
     "artifacts.storageDir",
     "artifacts.storageMaxSize",

@@ -1,0 +1,107 @@
+"""Benchmark: the imager's own overhead over the tools it runs (issue 5's target: under 20 %).
+
+Starts a private registry, pushes the fixture release, then builds ``initramfs-amd64.xz``,
+``metal-amd64-uki.efi`` and ``metal-amd64.iso`` for a schematic with two extensions from warm
+inputs (sources already pulled and unpacked by a first build). For each asset it prints the wall
+time, peak memory (this process and every tool), peak scratch disk, and the floor measured in the
+same run: the wall time of every external tool invocation (timed by ``wait4``) plus a plain copy of
+the bytes the imager assembles itself (the UKI's and the initramfs' concatenations). The ratio
+wall/floor - 1 is our overhead.
+
+Run: .venv/bin/python -m bench.imager [--version v1.12.4] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from common.artifacts.manager import ArtifactsManager
+from common.profile.enhance import BuildPlan, enhance
+from common.profile.path import parse_path
+from common.schematic.emit import marshal, schematic_id
+from common.schematic.model import Customization, Schematic
+from devstack.release.release import build_release
+from devstack.services import RegistryServer
+from tests.support.artifacts import manager
+from worker.imager.build import build
+
+SCHEMATIC = Schematic(
+    customization=Customization(
+        official_extensions=("siderolabs/dummy-module", "siderolabs/test-firmware"),
+        extra_kernel_args=("console=ttyS0",),
+    )
+)
+ASSETS = ("initramfs-amd64.xz", "metal-amd64-uki.efi", "metal-amd64.iso")
+
+
+def copy_seconds(paths: list[Path], scratch: Path) -> float:
+    """Time to copy these files once: the floor for bytes we assemble in Python."""
+    start = time.perf_counter()
+    for i, path in enumerate(paths):
+        shutil.copyfile(path, scratch / f"copy-{i}")
+    return time.perf_counter() - start
+
+
+def once(
+    plan: BuildPlan, artifacts: ArtifactsManager, root: Path, label: str
+) -> tuple[float, float, float, int, int]:
+    """One build: (wall, floor, tool seconds, peak RSS, peak disk)."""
+    dest = root / "out" / label
+    result = build(
+        plan, sources=artifacts, external_url="http://bench/", dest=dest, scratch_root=root / "scratch"
+    )
+    # the bytes Python itself writes end up in the output: one plain copy of it is their floor
+    floor = result.tool_seconds + copy_seconds([result.path], root)
+    return result.seconds, floor, result.tool_seconds, result.peak_rss, result.peak_disk
+
+
+HEADER = ("asset", "wall s", "floor s", "tools s", "overhead", "peak MiB", "disk MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--version", default="v1.12.4")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-imager-") as tmp,
+        RegistryServer(Path(tmp) / "registry") as reg,
+    ):
+        root = Path(tmp)
+        release = build_release(reg.host, root / "release", namespace="fixture", versions=[args.version])
+        artifacts, _ = manager(release, root / "store")
+        sid = schematic_id(SCHEMATIC)
+        print(
+            f"imager benchmark, Talos {args.version}, schematic {sid[:12]}… (2 extensions), {args.runs} runs"
+        )
+        print(f"{HEADER[0]:<22}" + "".join(f" {h:>9}" for h in HEADER[1:]))
+        for path in ASSETS:
+            plan = enhance(
+                parse_path(path),
+                SCHEMATIC,
+                schematic_id=sid,
+                schematic_yaml=marshal(SCHEMATIC),
+                version=args.version,
+                catalogs=artifacts,
+            )
+
+            once(plan, artifacts, root, f"{path}-warm")  # warm: pulls and unpacks the sources into the store
+            runs = [once(plan, artifacts, root, f"{path}-{n}") for n in range(args.runs)]
+            wall = statistics.median(r[0] for r in runs)
+            floor = statistics.median(r[1] for r in runs)
+            tool = statistics.median(r[2] for r in runs)
+            peak = max(r[3] for r in runs) >> 20
+            disk = max(r[4] for r in runs) >> 20
+            print(
+                f"{path:<22} {wall:8.2f} {floor:8.2f} {tool:8.2f} {wall / floor - 1:8.1%} {peak:9d} {disk:9d}"
+            )
+
+
+if __name__ == "__main__":
+    main()
