@@ -4,6 +4,11 @@ We cannot pull ``ghcr.io/siderolabs/imager``, so the fixture is made of Debian's
 fetched with ``apt-get download`` (never taken from the host's installed files, so the fixture does not
 depend on what happens to be installed) and cached outside the repository, keyed by the exact package
 version, so a warm run makes no network access and only a few ``apt-cache`` look-ups.
+
+A few inputs must be newer than the host's suite has (systemd ≥ 257 for multi-profile UKIs; bookworm has
+252). Those come from another suite's ``InRelease`` -> ``Packages.xz`` -> ``.deb`` chain fetched by hand
+and verified the way apt does (``gpgv`` against the Debian archive keyring, then SHA256 at each step),
+so the host's apt configuration is never touched; the answer is remembered so warm runs stay offline.
 """
 
 from __future__ import annotations
@@ -13,23 +18,37 @@ import functools
 import glob
 import hashlib
 import json
+import lzma
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 import threading
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
+import requests
+
 __all__ = [
+    "KEYRING",
+    "MIRROR",
     "SYSTEM_PACKAGES",
+    "UKI_PROFILES_SUITE",
     "DebianError",
+    "SuitePackage",
     "cache_dir",
     "deb_file",
     "grub_dirs",
     "kernel_tree",
     "package_tree",
     "resolve_package",
+    "resolve_suite_package",
+    "suite_deb_file",
+    "suite_package_tree",
     "systemd_boot_tree",
 ]
 
@@ -57,7 +76,26 @@ SYSTEM_PACKAGES: tuple[str, ...] = (
     "dosfstools",  # mkfs.vfat
     "squashfs-tools-ng",  # tar2sqfs: extension squashfs with SELinux xattrs from PAX records
     "cpio",
+    # packages of other suites (suite_deb_file): InRelease signatures and the keys to check them with
+    "gpgv",
+    "debian-archive-keyring",
+    # tests only: sign a fake mirror's InRelease (tests/unit/devstack/test_debian.py)
+    "gpg",
+    "gpg-agent",
 )
+
+#: Mirror for packages of other suites (``suite_deb_file``); read at call time so tests can redirect it.
+MIRROR = "http://deb.debian.org/debian"
+#: The Debian archive's signing keys. Bookworm's debian-archive-keyring carries trixie's archive and release
+#: keys since 2023.3+deb12u2, and trixie's InRelease is also signed with bookworm's archive key.
+KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+#: The suite whose systemd-boot-efi (≥ 257) understands multi-profile UKIs (Talos ≥ 1.10).
+UKI_PROFILES_SUITE = "trixie"
+
+#: (connect, read) seconds for every request to the mirror.
+_HTTP_TIMEOUT = (15.0, 120.0)
+#: Refuse an InRelease larger than this (trixie's is ~140 kB): a wrong URL must not fill the disk.
+_MAX_INRELEASE = 16 * 1024 * 1024
 
 #: Metapackage -> prefix of the real package it depends on (the one carrying the files).
 _METAPACKAGES = {"linux-image-amd64": "linux-image-"}
@@ -194,13 +232,17 @@ def deb_file(name: str) -> Path:
 
 
 def package_tree(name: str) -> Path:
-    """The extracted root of a Debian package (``dpkg-deb -x``), cached per exact version.
+    """The extracted root of a Debian package (``dpkg-deb -x``), cached per exact version."""
+    return _extract(deb_file(name))
+
+
+def _extract(deb: Path) -> Path:
+    """``dpkg-deb -x`` of a cached .deb into ``trees/<deb name>``, once.
 
     Extraction goes to a private temporary directory that is renamed into place, so concurrent callers
     (xdist workers, two test sessions) never see a half-extracted tree; the loser of a race discards
     its copy.
     """
-    deb = deb_file(name)
     trees = cache_dir() / "trees"
     trees.mkdir(parents=True, exist_ok=True)
     final = trees / deb.name.removesuffix(".deb")
@@ -233,9 +275,15 @@ def kernel_tree() -> tuple[Path, str]:
     return tree, kver
 
 
-def systemd_boot_tree() -> Path:
-    """Extracted systemd-boot-efi: ``usr/lib/systemd/boot/efi/{linuxx64.efi.stub,systemd-bootx64.efi}``."""
-    return package_tree("systemd-boot-efi")
+def systemd_boot_tree(suite: str | None = None) -> Path:
+    """Extracted systemd-boot-efi: ``usr/lib/systemd/boot/efi/{linuxx64.efi.stub,systemd-bootx64.efi}``.
+
+    ``suite=None`` is the host's apt candidate (bookworm: 252); a suite name such as
+    :data:`UKI_PROFILES_SUITE` fetches that suite's package without apt (:func:`suite_deb_file`).
+    """
+    if suite is None:
+        return package_tree("systemd-boot-efi")
+    return suite_package_tree("systemd-boot-efi", suite)
 
 
 def grub_dirs() -> tuple[Path, Path]:
@@ -246,3 +294,319 @@ def grub_dirs() -> tuple[Path, Path]:
         if not path.is_dir():
             raise DebianError(f"{path} missing from the extracted GRUB package")
     return pc, efi
+
+
+# --------------------------------------------------------------------------------------------------
+# packages of another suite, without apt
+
+
+@dataclass(frozen=True)
+class SuitePackage:
+    """A binary package as another suite's signed ``Packages`` index describes it."""
+
+    suite: str
+    package: str
+    version: str
+    architecture: str
+    filename: str  # pool path relative to the mirror root
+    size: int
+    sha256: str
+
+    @property
+    def deb_name(self) -> str:
+        """apt-get download's naming (epoch ':' URL-encoded), the same as :func:`deb_file` uses."""
+        return f"{self.package}_{self.version.replace(':', '%3a')}_{self.architecture}.deb"
+
+
+_suite_lock = threading.RLock()
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _suite_memo() -> Path:
+    return cache_dir() / "suites.json"
+
+
+def _memo_key(suite: str, component: str, arch: str, name: str) -> str:
+    return f"{suite}/{component}/{arch}/{name}"
+
+
+def _read_memo() -> dict[str, Any]:
+    with contextlib.suppress(OSError, ValueError):
+        data = json.loads(_suite_memo().read_text())
+        if isinstance(data, dict):
+            return data
+    return {}
+
+
+def _memo_hit(key: str) -> SuitePackage | None:
+    hit = _read_memo().get(key)
+    try:
+        pkg = SuitePackage(**hit) if isinstance(hit, dict) else None
+    except TypeError:
+        return None
+    if pkg is None or not _SHA256.fullmatch(pkg.sha256) or not isinstance(pkg.size, int):
+        return None
+    return pkg
+
+
+def _write_memo(key: str, pkg: SuitePackage) -> None:
+    """Remember the resolved answer atomically (a concurrent writer may win; both answers are valid)."""
+    known = _read_memo()
+    known[key] = asdict(pkg)
+    memo = _suite_memo()
+    tmp = memo.with_name(f".{memo.name}.{os.getpid()}.{threading.get_ident()}")
+    tmp.write_text(json.dumps(known, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, memo)
+
+
+def _get(url: str, max_size: int) -> bytes:
+    """GET ``url`` into memory, refusing more than ``max_size`` bytes."""
+    try:
+        with requests.get(url, timeout=_HTTP_TIMEOUT, stream=True) as resp:
+            if resp.status_code != 200:
+                raise DebianError(f"GET {url}: HTTP {resp.status_code}")
+            buf = bytearray()
+            for chunk in resp.iter_content(1 << 20):
+                buf.extend(chunk)
+                if len(buf) > max_size:
+                    raise DebianError(f"GET {url}: more than the expected {max_size} bytes")
+            return bytes(buf)
+    except requests.RequestException as exc:
+        raise DebianError(f"GET {url} failed: {exc}") from exc
+
+
+def _get_verified(url: str, size: int, sha256: str) -> bytes:
+    """GET ``url`` and check it against the size and SHA256 a signed index gave for it."""
+    data = _get(url, size)
+    got = hashlib.sha256(data).hexdigest()
+    if len(data) != size or got != sha256:
+        raise DebianError(
+            f"{url}: got {len(data)} bytes with SHA256 {got}, the index says {size} bytes {sha256}"
+        )
+    return data
+
+
+def _verify_inrelease(data: bytes, keyring: Path, url: str) -> str:
+    """The signed text of a clearsigned ``InRelease``, checked with ``gpgv`` like apt does.
+
+    Accepted when no signature is bad and at least one is good and valid (made by a key in the keyring
+    that is neither expired nor revoked); signatures by keys we lack are ignored, so a release also
+    signed with a future key still verifies. Only gpgv's output is used: text around the signed block
+    is never trusted.
+    """
+    if shutil.which("gpgv") is None:
+        raise DebianError("gpgv not found: install gpgv (devstack.debian.SYSTEM_PACKAGES)")
+    if not keyring.is_file():
+        raise DebianError(f"keyring {keyring} missing: install debian-archive-keyring")
+    with tempfile.TemporaryDirectory(prefix="inrelease-") as tmp:
+        signed, out = Path(tmp, "InRelease"), Path(tmp, "signed")
+        signed.write_bytes(data)
+        home = Path(tmp, "gnupg")
+        home.mkdir(mode=0o700)
+        cmd = ["gpgv", "--homedir", str(home), "--status-fd", "1", "--keyring", str(keyring.resolve())]
+        proc = _run([*cmd, "--output", str(out), str(signed)])
+        blocks: list[set[str]] = []
+        for line in proc.stdout.splitlines():
+            words = line.split()
+            if len(words) < 2 or words[0] != "[GNUPG:]":
+                continue
+            if words[1] == "NEWSIG" or not blocks:
+                blocks.append(set())
+            blocks[-1].add(words[1])
+        bad = [b for b in blocks if b & {"BADSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG"}]
+        good = [b for b in blocks if {"GOODSIG", "VALIDSIG"} <= b]
+        if bad or not good or not out.is_file():
+            detail = proc.stderr.strip()[-1500:] or proc.stdout.strip()[-1500:]
+            raise DebianError(f"{url}: OpenPGP signature not valid with {keyring}: {detail}")
+        try:
+            return out.read_text()
+        except UnicodeDecodeError as exc:
+            raise DebianError(f"{url}: signed text is not UTF-8") from exc
+
+
+def _control_fields(text: str) -> dict[str, str]:
+    """deb822 fields of one stanza; a multi-line field's value is its lines joined with newlines."""
+    fields: dict[str, str] = {}
+    key = ""
+    for line in text.splitlines():
+        if line[:1] in (" ", "\t") and key:
+            fields[key] += "\n" + line.strip()
+        elif ":" in line:
+            key, _, value = line.partition(":")
+            fields.setdefault(key, value.strip())
+    return fields
+
+
+def _check_release(fields: dict[str, str], suite: str, url: str) -> None:
+    """The signed release must be the suite asked for (no replay of another one) and not expired."""
+    if suite not in (fields.get("Codename"), fields.get("Suite")):
+        signed_for = f"Codename {fields.get('Codename')!r} / Suite {fields.get('Suite')!r}"
+        raise DebianError(f"{url}: signed for {signed_for}, not {suite!r}")
+    until = fields.get("Valid-Until")
+    if until:
+        try:
+            expires = parsedate_to_datetime(until)
+        except (TypeError, ValueError) as exc:
+            raise DebianError(f"{url}: unparsable Valid-Until {until!r}") from exc
+        if expires.tzinfo is None:
+            expires = expires.replace(tzinfo=UTC)
+        if expires < datetime.now(UTC):
+            raise DebianError(f"{url}: expired (Valid-Until {until})")
+
+
+def _index_entry(fields: dict[str, str], path: str, url: str) -> tuple[int, str]:
+    """(size, SHA256) of ``path`` in the release's SHA256 list."""
+    for line in fields.get("SHA256", "").splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[2] == path and _SHA256.fullmatch(parts[0]) and parts[1].isdigit():
+            return int(parts[1]), parts[0]
+    raise DebianError(f"{url}: no SHA256 for {path}")
+
+
+def _newest(candidates: list[dict[str, str]]) -> dict[str, str]:
+    """The stanza with the highest Version (``dpkg --compare-versions``; a suite rarely has two)."""
+    best = candidates[0]
+    for other in candidates[1:]:
+        proc = _run(["dpkg", "--compare-versions", other["Version"], "gt", best["Version"]])
+        if proc.returncode == 0:
+            best = other
+    return best
+
+
+def _resolve_online(
+    name: str, suite: str, component: str, arch: str, mirror: str, keyring: Path
+) -> SuitePackage:
+    """InRelease (gpgv) -> Packages.xz (SHA256 from InRelease) -> the package's stanza."""
+    base = mirror.rstrip("/")
+    release_url = f"{base}/dists/{suite}/InRelease"
+    release = _control_fields(_verify_inrelease(_get(release_url, _MAX_INRELEASE), keyring, release_url))
+    _check_release(release, suite, release_url)
+    index = f"{component}/binary-{arch}/Packages.xz"
+    size, sha = _index_entry(release, index, release_url)
+    plain = f"{base}/dists/{suite}/{index}"
+    urls = [plain]
+    if release.get("Acquire-By-Hash", "").lower() == "yes":
+        # The by-hash name is immutable, so a mirror update between our two requests cannot bite.
+        urls.insert(0, f"{base}/dists/{suite}/{component}/binary-{arch}/by-hash/SHA256/{sha}")
+    errors: list[str] = []
+    for url in urls:
+        try:
+            packed = _get_verified(url, size, sha)
+            break
+        except DebianError as exc:
+            errors.append(str(exc))
+    else:
+        raise DebianError("; ".join(errors))
+    try:
+        text = lzma.decompress(packed).decode()
+    except (lzma.LZMAError, UnicodeDecodeError) as exc:
+        raise DebianError(f"{plain}: cannot decompress: {exc}") from exc
+    candidates: list[dict[str, str]] = []
+    for match in re.finditer(rf"^Package: {re.escape(name)}\n(?:.+\n?)*", text, re.M):
+        fields = _control_fields(match.group(0))
+        if fields.get("Architecture") in (arch, "all"):
+            candidates.append(fields)
+    if not candidates:
+        raise DebianError(f"no {name} ({arch}) in {suite}/{index}")
+    fields = _newest(candidates)
+    sha256, size_text, filename = fields.get("SHA256", ""), fields.get("Size", ""), fields.get("Filename", "")
+    if (
+        not _SHA256.fullmatch(sha256)
+        or not size_text.isdigit()
+        or not filename
+        or ".." in filename.split("/")
+    ):
+        raise DebianError(f"{suite}/{index}: incomplete stanza for {name}: {fields}")
+    return SuitePackage(
+        suite=suite,
+        package=fields["Package"],
+        version=fields["Version"],
+        architecture=fields["Architecture"],
+        filename=filename,
+        size=int(size_text),
+        sha256=sha256,
+    )
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve_suite_package(
+    name: str,
+    suite: str,
+    *,
+    component: str = "main",
+    arch: str = "amd64",
+    mirror: str | None = None,
+    keyring: Path | None = None,
+    refresh: bool = False,
+) -> SuitePackage:
+    """``name`` as ``suite`` on the mirror has it, remembered in ``suites.json`` in the cache.
+
+    The remembered answer pins the version (the fixture must not change under a warm cache when the
+    mirror moves); ``refresh`` asks the mirror again. ``mirror``/``keyring`` default to
+    :data:`MIRROR`/:data:`KEYRING` as they are at call time.
+    """
+    key = _memo_key(suite, component, arch, name)
+    with _suite_lock:
+        if not refresh and (hit := _memo_hit(key)) is not None:
+            return hit
+        pkg = _resolve_online(name, suite, component, arch, mirror or MIRROR, keyring or KEYRING)
+        _write_memo(key, pkg)
+        return pkg
+
+
+def suite_deb_file(
+    name: str,
+    suite: str,
+    *,
+    component: str = "main",
+    arch: str = "amd64",
+    mirror: str | None = None,
+    keyring: Path | None = None,
+) -> Path:
+    """The cached, SHA256-verified .deb of ``name`` from ``suite``, downloaded (atomically) on first use.
+
+    Warm: no network at all. The cached file is re-hashed on every call, so a damaged cache is an
+    error rather than a silently different fixture. If the remembered file is gone from the cache the
+    suite is asked again (the mirror may have moved on to a newer version).
+    """
+    debs = cache_dir() / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    with _suite_lock:
+        pkg = _memo_hit(_memo_key(suite, component, arch, name))
+        if pkg is None or not (debs / pkg.deb_name).is_file():
+            pkg = resolve_suite_package(
+                name, suite, component=component, arch=arch, mirror=mirror, keyring=keyring, refresh=True
+            )
+        path = debs / pkg.deb_name
+        if path.is_file():
+            got = _sha256_file(path)
+            if got != pkg.sha256:
+                raise DebianError(
+                    f"cached {path} has SHA256 {got} but {suite}'s signed index says {pkg.sha256}: "
+                    f"the cache is damaged, delete the file (and {_suite_memo()})"
+                )
+            return path
+        url = f"{(mirror or MIRROR).rstrip('/')}/{pkg.filename}"
+        data = _get_verified(url, pkg.size, pkg.sha256)
+        fd, tmp = tempfile.mkstemp(dir=debs, prefix=".download-", suffix=".deb")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return path
+
+
+def suite_package_tree(name: str, suite: str, **kwargs: Any) -> Path:
+    """The extracted root of ``suite``'s ``name`` (keyword arguments as for :func:`suite_deb_file`)."""
+    return _extract(suite_deb_file(name, suite, **kwargs))

@@ -4,9 +4,11 @@ It imitates ``ghcr.io/siderolabs/imager:<v>``'s ``/usr/install/amd64/{vmlinuz, i
 systemd-stub.efi, systemd-boot.efi}`` closely enough that the factory's imager code cannot tell the
 difference in shape: the initramfs is one compressed newc cpio (xz before 1.8, zstd from 1.8) holding
 exactly ``init`` and ``rootfs.sqsh``, modules live under ``/usr/lib/modules`` from 1.10 (``/lib/modules``
-before), and the rootfs carries an os-release with the Talos version. Booted, ``init`` (a small static C
-program, ``init/init.c``) mounts the rootfs and runs ``init/report.sh``, which consumes extensions,
-firmware, microcode and META the way Talos does and prints one ``IMAGE-FACTORY-BOOT-REPORT <json>`` line.
+before), the rootfs carries an os-release with the Talos version, and systemd-stub/-boot are bookworm's
+252 before 1.10 but trixie's ≥ 257 from 1.10 (multi-profile UKIs, see ``systemd_boot_suite``).
+Booted, ``init`` (a small static C program, ``init/init.c``) mounts the rootfs and runs
+``init/report.sh``, which consumes extensions, firmware, microcode and META the way Talos does and prints
+one ``IMAGE-FACTORY-BOOT-REPORT <json>`` line.
 
 Everything is deterministic (fixed mtimes, sorted entries, root ownership, single-threaded compressors),
 and finished payloads are cached per (version, inputs) so a warm build is a file copy.
@@ -52,6 +54,7 @@ __all__ = [
     "module_kinds",
     "newc_archive",
     "read_newc",
+    "systemd_boot_suite",
 ]
 
 #: Talos' fixed SOURCE_DATE_EPOCH: every mtime in the payload.
@@ -496,6 +499,23 @@ def _build_init(workdir: Path, flavour: PayloadFlavour) -> bytes:
     return (workdir / "init").read_bytes()
 
 
+def systemd_boot_suite(version: str) -> str | None:
+    """Debian suite of the payload's systemd-stub/-boot; None is the host's apt (bookworm: 252).
+
+    Talos ≥ 1.10 builds multi-profile UKIs, which only systemd ≥ 257 understands (an older stub takes
+    the last ``.cmdline`` section, i.e. the wrong profile), so those versions get trixie's.
+    """
+    _parse_version(version)
+    return debian.UKI_PROFILES_SUITE if Quirks(version).supports_uki_profiles() else None
+
+
+def _systemd_boot_deb(version: str) -> Path:
+    suite = systemd_boot_suite(version)
+    if suite is None:
+        return debian.deb_file("systemd-boot-efi")
+    return debian.suite_deb_file("systemd-boot-efi", suite)
+
+
 def _inputs_key(version: str, flavour: PayloadFlavour) -> str:
     """Everything a payload depends on: exact package versions, our sources, the toolchain."""
     h = hashlib.sha256()
@@ -503,7 +523,9 @@ def _inputs_key(version: str, flavour: PayloadFlavour) -> str:
         _FORMAT,
         version,
         json.dumps(asdict(flavour), sort_keys=True),
-        *(str(debian.deb_file(p).name) for p in ("linux-image-amd64", "busybox-static", "systemd-boot-efi")),
+        *(str(debian.deb_file(p).name) for p in ("linux-image-amd64", "busybox-static")),
+        # the stub's source suite and exact version: a 1.9 and a 1.10 payload differ here
+        f"systemd-boot-efi@{systemd_boot_suite(version) or 'apt'}:{_systemd_boot_deb(version).name}",
         _run(["gcc", "-dumpfullversion", "-dumpmachine"]).decode(),
         _run(["mksquashfs", "-version"]).decode().splitlines()[0],
     ]
@@ -543,7 +565,7 @@ def _prune(root: Path, version: str, keep: Path, min_age: float = 600.0) -> None
 
 def _build_into(out: Path, version: str, flavour: PayloadFlavour, *, link: bool) -> None:
     tree, kver = debian.kernel_tree()
-    efi = debian.systemd_boot_tree() / "usr/lib/systemd/boot/efi"
+    efi = debian.systemd_boot_tree(systemd_boot_suite(version)) / "usr/lib/systemd/boot/efi"
     with tempfile.TemporaryDirectory(prefix="payload-") as tmp:
         work = Path(tmp)
         (work / "rootfs").mkdir()

@@ -35,7 +35,7 @@ def _owner_alive(name: str) -> bool:
 
 def sweep(root: Path) -> list[Path]:
     """Removes scratch folders of dead processes under ``root``; returns what it removed."""
-    removed = []
+    removed: list[Path] = []
     if not root.is_dir():
         return removed
     for entry in root.iterdir():

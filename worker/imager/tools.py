@@ -108,6 +108,11 @@ def run(
     args[0] = which(args[0]) if "/" not in args[0] else args[0]
     full_env = {**_BASE_ENV, **(env or {})}
     feed = stdin if isinstance(stdin, bytes) else None
+    source: int | IO[bytes] = subprocess.DEVNULL
+    if feed is not None:
+        source = subprocess.PIPE
+    elif stdin is not None and not isinstance(stdin, bytes):
+        source = stdin
     log.debug("running %s", " ".join(args))
     started = time.monotonic()
     try:

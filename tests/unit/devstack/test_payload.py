@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 from pathlib import Path
 
+import pefile
 import pytest
 
 from devstack import debian
+from devstack.release import payload as payload_module
 from devstack.release.payload import (
     SOURCE_DATE_EPOCH,
     CpioEntry,
@@ -24,6 +27,7 @@ from devstack.release.payload import (
     kernel_version,
     newc_archive,
     read_newc,
+    systemd_boot_suite,
 )
 from tests.support.qemu import meta_disk, talos_adv
 
@@ -125,6 +129,61 @@ def test_build_is_deterministic(tmp_path: Path) -> None:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     cached = build_payload("v1.10.3", tmp_path / "c")
     assert cached.initramfs.read_bytes() == a.initramfs.read_bytes() == b.initramfs.read_bytes()
+
+
+def _sdmagic(efi: Path) -> str:
+    """The ``.sdmagic`` section systemd puts into its EFI binaries: ``#### LoaderInfo: <what> <ver> ####``."""
+    pe = pefile.PE(str(efi), fast_load=True)
+    try:
+        section = next(s for s in pe.sections if s.Name.rstrip(b"\0") == b".sdmagic")
+        return section.get_data()[: section.Misc_VirtualSize].rstrip(b"\0").decode()
+    finally:
+        pe.close()
+
+
+def _systemd_major(efi: Path, what: str) -> int:
+    magic = _sdmagic(efi)
+    match = re.fullmatch(rf"#### LoaderInfo: {what} (\d+)\.[^ ]+ ####", magic)
+    assert match, magic
+    return int(match.group(1))
+
+
+@pytest.mark.parametrize(
+    ("version", "suite"),
+    [
+        ("v1.5.0", None),
+        ("v1.9.6", None),
+        ("v1.10.0-alpha.1", "trixie"),
+        ("v1.10.3", "trixie"),
+        ("v1.12.4", "trixie"),
+    ],
+)
+def test_systemd_boot_suite(version: str, suite: str | None) -> None:
+    assert systemd_boot_suite(version) == suite
+
+
+@pytest.mark.parametrize(("version", "major"), [("v1.9.6", 252), ("v1.12.4", 257)])
+def test_payload_systemd_matches_uki_profiles(version: str, major: int, tmp_path: Path) -> None:
+    """Multi-profile UKIs (≥ 1.10) need systemd ≥ 257's stub; older versions keep bookworm's 252."""
+    payload = build_payload(version, tmp_path)
+    stub = _systemd_major(payload.systemd_stub, "systemd-stub")
+    boot = _systemd_major(payload.systemd_boot, "systemd-boot")
+    if major == 252:
+        assert stub == boot == 252
+    else:
+        assert stub >= 257 and boot >= 257
+    # And the payload's copy is the package's file, byte for byte.
+    efi = debian.systemd_boot_tree(systemd_boot_suite(version)) / "usr/lib/systemd/boot/efi"
+    assert payload.systemd_stub.read_bytes() == (efi / "linuxx64.efi.stub").read_bytes()
+    assert payload.systemd_boot.read_bytes() == (efi / "systemd-bootx64.efi").read_bytes()
+
+
+def test_cache_key_follows_the_stub_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached ≥ 1.10 payload built with another stub (e.g. before this switch) must not be reused."""
+    flavour = PayloadFlavour.for_version("v1.10.3")
+    with_trixie = payload_module._inputs_key("v1.10.3", flavour)
+    monkeypatch.setattr(payload_module, "systemd_boot_suite", lambda version: None)
+    assert payload_module._inputs_key("v1.10.3", flavour) != with_trixie
 
 
 # --------------------------------------------------------------------------------------------------
