@@ -120,9 +120,7 @@ def run(
             args,
             cwd=cwd,
             env=full_env,
-            stdin=subprocess.PIPE
-            if feed is not None
-            else (stdin if stdin is not None else subprocess.DEVNULL),
+            stdin=source,
             stdout=stdout if stdout is not None else subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
