@@ -339,14 +339,18 @@ def _read_memo() -> dict[str, Any]:
 
 
 def _memo_hit(key: str) -> SuitePackage | None:
+    """The remembered answer, or None when absent or malformed (a hand-edited memo is re-resolved)."""
     hit = _read_memo().get(key)
+    if not isinstance(hit, dict):
+        return None
     try:
-        pkg = SuitePackage(**hit) if isinstance(hit, dict) else None
+        pkg = SuitePackage(**hit)
     except TypeError:
         return None
-    if pkg is None or not _SHA256.fullmatch(pkg.sha256) or not isinstance(pkg.size, int):
+    texts = (pkg.suite, pkg.package, pkg.version, pkg.architecture, pkg.filename, pkg.sha256)
+    if not all(isinstance(t, str) for t in texts) or not isinstance(pkg.size, int):
         return None
-    return pkg
+    return pkg if _SHA256.fullmatch(pkg.sha256) else None
 
 
 def _write_memo(key: str, pkg: SuitePackage) -> None:
@@ -549,8 +553,9 @@ def resolve_suite_package(
     """``name`` as ``suite`` on the mirror has it, remembered in ``suites.json`` in the cache.
 
     The remembered answer pins the version (the fixture must not change under a warm cache when the
-    mirror moves); ``refresh`` asks the mirror again. ``mirror``/``keyring`` default to
-    :data:`MIRROR`/:data:`KEYRING` as they are at call time.
+    mirror moves); ``refresh`` asks the mirror again. The memo is not keyed by mirror: every mirror
+    serves the same signed archive. ``mirror``/``keyring`` default to :data:`MIRROR`/:data:`KEYRING`
+    as they are at call time.
     """
     key = _memo_key(suite, component, arch, name)
     with _suite_lock:

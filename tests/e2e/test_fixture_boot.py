@@ -242,3 +242,68 @@ def test_extensions_firmware_microcode_and_meta(payloads: dict[str, Payload], tm
     assert report["firmware"] == {"usr/lib/firmware/test/fw.bin": _sha(firmware)}
     assert report["microcode"] == ["kernel/x86/microcode/AuthenticAMD.bin"]
     assert report["meta"] == {str(k): v for k, v in meta.items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# multi-profile UKI under the ≥ 1.10 payload's systemd-stub (trixie, ≥ 257)
+
+
+def _esp_disk(path: Path, files: dict[str, Path], size_mib: int = 64) -> Path:
+    """A GPT disk with one FAT32 EFI System Partition holding ``files`` (mkfs.vfat + mcopy, no mounts)."""
+    esp = path.with_suffix(".esp")
+    with esp.open("wb") as fh:
+        fh.truncate(size_mib << 20)
+    subprocess.run(["mkfs.vfat", "-F", "32", "-n", "EFI", str(esp)], check=True, capture_output=True)
+    for target, src in files.items():
+        parent = ""
+        for part in target.split("/")[:-1]:
+            parent += f"/{part}"
+            subprocess.run(
+                ["mmd", "-D", "s", "-i", str(esp), f"::{parent}"], check=False, capture_output=True
+            )
+        subprocess.run(["mcopy", "-i", str(esp), str(src), f"::/{target}"], check=True, capture_output=True)
+    with path.open("wb") as fh:
+        fh.truncate((size_mib + 2) << 20)  # 1 MiB before the partition, 1 MiB for the backup GPT
+    subprocess.run(
+        ["sgdisk", "-n", f"1:2048:+{size_mib}M", "-t", "1:ef00", "-c", "1:EFI", str(path)],
+        check=True,
+        capture_output=True,
+    )
+    with path.open("r+b") as fh, esp.open("rb") as src_fh:
+        fh.seek(1 << 20)
+        shutil.copyfileobj(src_fh, fh)
+    esp.unlink()
+    return path
+
+
+def test_multi_profile_uki_boots_main_profile_with_trixie_stub(tmp_path: Path) -> None:
+    """A ≥ 1.10 payload's stub (systemd ≥ 257) boots profile 0 of a two-profile UKI.
+
+    The UKI is the imager's own (worker.imager.uki, Talos' layout): base sections with cmdline A, then
+    ``.profile`` main (no own ``.cmdline``) and ``.profile`` reset with cmdline B. systemd < 257 knows no
+    profiles and would take the last ``.cmdline`` (B); OVMF starts it as the removable-media default
+    ``EFI/BOOT/BOOTX64.EFI`` without arguments, so the stub must pick profile 0 itself.
+    """
+    from worker.imager.uki import UKIProfile, build_uki
+
+    version = "v1.12.4"
+    payload = build_payload(version, tmp_path / "payload")
+    main = "console=ttyS0 panic=-1 talos.platform=metal uki.profile=main"
+    reset = "console=ttyS0 panic=-1 talos.platform=metal uki.profile=reset talos.experimental.wipe=system"
+    uki = tmp_path / "vmlinuz.efi"
+    build_uki(
+        stub=payload.systemd_stub,
+        kernel=payload.vmlinuz,
+        initrd=payload.initramfs,
+        cmdline=main,
+        version=version,
+        profiles=[UKIProfile(id="reset", title="Reset system disk", cmdline=reset)],
+        epoch=1559424892,
+        out=uki,
+    )
+    disk = _esp_disk(tmp_path / "esp.raw", {"EFI/BOOT/BOOTX64.EFI": uki})
+    result = boot(firmware="uefi", disks=[Disk(disk)], timeout=TIMEOUT)
+    report = _ok(result)
+    assert report["cmdline"] == main, result.describe()
+    assert report["boot"] == "uefi" and report["secureboot"] is False
+    assert report["version"] == version
