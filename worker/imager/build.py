@@ -1,0 +1,305 @@
+"""One build: a :class:`BuildPlan` in, one asset file out (talos-imager.md §0.1).
+
+Everything happens in a private scratch folder that is removed whatever happens; the asset is moved
+into ``dest`` only once complete, so a failed or interrupted build leaves nothing a cache could
+pick up. Inputs come from the artifacts store read-only (hard-linked or streamed, never changed).
+Every timestamp the tools write is the release's own date (its imager image's ``created``), so
+the same plan always gives byte-identical output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from common.artifacts import schematic_extension
+from common.artifacts.manager import UnpackedImage
+from common.artifacts.versions import Version, parse_tolerant
+from common.errors import NotImplementedYetError
+from common.profile.cmdline import build_cmdline
+from common.profile.enhance import BuildPlan
+from common.profile.fill import fill_defaults, output_name, validate
+from common.profile.model import Bootloader, OutFormat, OutputKind, Profile, SDBootEnrollKeys
+from common.profile.quirks import Quirks
+from worker.imager import tools
+from worker.imager.extensions import ExtensionSource, embedded_config_extension
+from worker.imager.initramfs import build_initramfs
+from worker.imager.iso import IsoGenerator, IsoInputs, build_iso, select_generator
+from worker.imager.scratch import disk_usage, scratch
+from worker.imager.uki import UKIProfile, build_uki
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BuildResult", "Sources", "build", "kernel_cmdline", "release_epoch"]
+
+GRUB_PLATFORMS = ("i386-pc", "x86_64-efi", "arm64-efi")
+
+
+class Sources(Protocol):
+    """Where a build's inputs come from (``ArtifactsManager`` in production)."""
+
+    def imager(self, version: Version) -> AbstractContextManager[UnpackedImage]: ...
+
+    def image_by_digest(
+        self, repository: str, digest: str, arch: str
+    ) -> AbstractContextManager[UnpackedImage]: ...
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    path: Path  # the asset, in ``dest``
+    name: str  # its file name as the imager names it, e.g. metal-amd64.iso
+    size: int
+    seconds: float
+    tool_seconds: float  # time spent inside external tools
+    peak_disk: int  # bytes of scratch space at the fullest point
+    peak_rss: int  # bytes: the larger of this process's and any tool's peak
+
+
+def release_epoch(config: dict[str, Any]) -> int:
+    """SOURCE_DATE_EPOCH for a release: its imager image's creation time (0 if it has none)."""
+    created = config.get("created")
+    if not isinstance(created, str) or not created:
+        return 0
+    try:
+        return int(datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return 0
+
+
+def _reset_peak_rss() -> None:
+    # "5" resets VmHWM (Linux >= 4.0), so the peak we read later is this build's, not the worker's
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _peak_rss() -> int:
+    with contextlib.suppress(OSError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _cmdline(p: Profile) -> str:
+    return build_cmdline(
+        version=p.version,
+        platform=p.platform,
+        arch=p.arch,
+        secureboot=p.secureboot_enabled,
+        extra_args=p.customization.extra_kernel_args,
+        meta=[(m.key, m.value) for m in p.customization.meta_contents],
+        kind=p.output.kind.value,
+    )
+
+
+def kernel_cmdline(plan: BuildPlan) -> str:
+    """The kernel command line ``plan``'s asset boots with (its cmdline, GRUB entries, UKI main profile)."""
+    return _cmdline(fill_defaults(plan.profile))
+
+
+class _Build:
+    def __init__(self, plan: BuildPlan, sources: Sources, external_url: str, work: Path) -> None:
+        self.plan = plan
+        self.sources = sources
+        self.external_url = external_url
+        self.work = work
+        self.profile: Profile = fill_defaults(plan.profile)
+        validate(self.profile)
+        self.quirks = Quirks(self.profile.version)
+        self.peak_disk = 0
+
+    def checkpoint(self) -> None:
+        self.peak_disk = max(self.peak_disk, disk_usage(self.work))
+
+    def cmdline(self) -> str:
+        return _cmdline(self.profile)
+
+    def extensions(self, stack: ExitStack) -> list[ExtensionSource]:
+        """Official extensions (by digest), then the schematic extension, then embedded config."""
+        arch = self.profile.arch
+        out = []
+        for src in self.plan.extensions:
+            image = stack.enter_context(self.sources.image_by_digest(src.repository, src.digest, arch))
+            out.append(ExtensionSource(root=image.fs, labels=image.labels, name=src.name))
+        canonical = self.plan.schematic_yaml if self.quirks.supports_overlay() else None
+        virtual = self.work / "virtual"
+        virtual.mkdir()
+        tar = virtual / "schematic.tar"
+        tar.write_bytes(schematic_extension.tarball(self.plan.schematic_id, canonical, self.external_url))
+        out.append(ExtensionSource.from_tarball(tar, virtual / "schematic", "schematic"))
+        if self.plan.embedded_config:
+            tar = virtual / "embedded-config.tar"
+            tar.write_bytes(embedded_config_extension(self.plan.embedded_config.encode()))
+            out.append(ExtensionSource.from_tarball(tar, virtual / "embedded-config", "embedded-config"))
+        return out
+
+    def run(self, payload: Path, grub: Path, epoch: int, out: Path, stack: ExitStack) -> None:
+        p = self.profile
+        kind = p.output.kind
+        kernel = payload / "vmlinuz"
+        if kind is OutputKind.KERNEL:
+            shutil.copyfile(kernel, out)
+            return
+        if kind is OutputKind.CMDLINE:
+            out.write_text(self.cmdline())
+            return
+        if kind not in (OutputKind.INITRAMFS, OutputKind.UKI, OutputKind.ISO):
+            raise NotImplementedYetError(f"{kind} outputs are not built by this factory yet")
+
+        initramfs = out if kind is OutputKind.INITRAMFS else self.work / "initramfs.xz"
+        scratch_dir = self.work / "initramfs"
+        scratch_dir.mkdir()
+        build_initramfs(
+            base=payload / "initramfs.xz",
+            extensions=self.extensions(stack),
+            version=p.version,
+            arch=p.arch,
+            workdir=scratch_dir,
+            out=initramfs,
+            epoch=epoch,
+        )
+        self.checkpoint()
+        shutil.rmtree(scratch_dir)
+        if kind is OutputKind.INITRAMFS:
+            return
+
+        cmdline = self.cmdline()
+        if kind is OutputKind.UKI:
+            profiles: list[UKIProfile] | None = [] if self.quirks.supports_uki_profiles() else None
+            self.uki(payload, initramfs, cmdline, profiles, epoch, out)
+            return
+
+        generator = select_generator(
+            version=p.version,
+            bootloader=p.output.iso_options.bootloader if p.output.iso_options else Bootloader.NONE,
+            secureboot=p.secureboot_enabled,
+        )
+        uki = None
+        if generator is not IsoGenerator.GRUB:
+            uki = self.work / "vmlinuz.efi"
+            reset = UKIProfile("reset", "Reset system disk", cmdline + " talos.experimental.wipe=system")
+            self.uki(
+                payload,
+                initramfs,
+                cmdline,
+                [reset] if self.quirks.supports_uki_profiles() else None,
+                epoch,
+                uki,
+            )
+        enroll = SDBootEnrollKeys.OFF
+        if p.secureboot_enabled and p.output.iso_options is not None:
+            enroll = p.output.iso_options.sd_boot_enroll_keys
+        iso_work = self.work / "iso"
+        iso_work.mkdir()
+        build_iso(
+            generator,
+            IsoInputs(
+                arch=p.arch,
+                version=p.version,
+                kernel=kernel,
+                initramfs=initramfs,
+                cmdline=cmdline,
+                uki=uki,
+                sd_boot=payload / "systemd-boot.efi" if uki else None,
+                grub_dirs={name: grub / name for name in GRUB_PLATFORMS if (grub / name).is_dir()},
+                enroll_keys=enroll,
+            ),
+            out,
+            workdir=iso_work,
+            epoch=epoch,
+        )
+        self.checkpoint()
+
+    def uki(
+        self,
+        payload: Path,
+        initramfs: Path,
+        cmdline: str,
+        profiles: list[UKIProfile] | None,
+        epoch: int,
+        out: Path,
+    ) -> None:
+        if not self.quirks.supports_uki():
+            raise NotImplementedYetError(
+                "UKI output is not supported in this Talos version"
+            )  # validate() catches it
+        if self.profile.secureboot_enabled:
+            raise NotImplementedYetError("Secure Boot assets are not built by this factory yet")
+        build_uki(
+            stub=payload / "systemd-stub.efi",
+            kernel=payload / "vmlinuz",
+            initrd=initramfs,
+            cmdline=cmdline,
+            version=self.profile.version,
+            profiles=profiles,
+            epoch=epoch,
+            out=out,
+        )
+        self.checkpoint()
+
+
+@contextlib.contextmanager
+def _publishing(dest: Path, name: str) -> Iterator[Path]:
+    """A temporary path in ``dest`` that becomes ``dest/name`` only if the body succeeds."""
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = dest / f".{name}.{os.getpid()}.partial"
+    try:
+        yield tmp
+        os.replace(tmp, dest / name)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def build(
+    plan: BuildPlan, *, sources: Sources, external_url: str, dest: Path, scratch_root: Path
+) -> BuildResult:
+    """Builds ``plan`` into ``dest/<output name>``; raises (leaving nothing) on any failure."""
+    started = time.monotonic()
+    _reset_peak_rss()
+    with tools.recording() as record, scratch(scratch_root) as work, ExitStack() as stack:
+        b = _Build(plan, sources, external_url, work)
+        p = b.profile
+        if p.output.out_format not in (OutFormat.RAW, OutFormat.UNKNOWN):
+            raise NotImplementedYetError(f"{p.output.out_format} output compression is not supported yet")
+        name = output_name(p)
+        imager = stack.enter_context(sources.imager(parse_tolerant(p.version)))
+        payload = imager.fs / "usr" / "install" / p.arch
+        grub = imager.fs / "usr" / "lib" / "grub"
+        epoch = release_epoch(imager.config)
+        built = work / "out"
+        built.mkdir()
+        b.run(payload, grub, epoch, built / name, stack)
+        b.checkpoint()
+        with _publishing(dest, name) as tmp:
+            shutil.move(built / name, tmp)
+        result = BuildResult(
+            path=dest / name,
+            name=name,
+            size=(dest / name).stat().st_size,
+            seconds=time.monotonic() - started,
+            tool_seconds=record.seconds,
+            peak_disk=b.peak_disk,
+            peak_rss=max(_peak_rss(), record.peak_rss),
+        )
+    log.info(
+        "built %s in %.1fs (tools %.1fs), %d bytes, peak disk %d MiB, peak memory %d MiB",
+        result.name,
+        result.seconds,
+        result.tool_seconds,
+        result.size,
+        result.peak_disk >> 20,
+        result.peak_rss >> 20,
+        extra={"key": plan.key, "version": p.version, "kind": p.output.kind.value},
+    )
+    return result
