@@ -6,9 +6,10 @@ depend on what happens to be installed) and cached outside the repository, keyed
 version, so a warm run makes no network access and only a few ``apt-cache`` look-ups.
 
 A few inputs must be newer than the host's suite has (systemd ≥ 257 for multi-profile UKIs; bookworm has
-252). Those come from another suite's ``InRelease`` -> ``Packages.xz`` -> ``.deb`` chain fetched by hand
-and verified the way apt does (``gpgv`` against the Debian archive keyring, then SHA256 at each step),
-so the host's apt configuration is never touched; the answer is remembered so warm runs stay offline.
+252), and the arm64 payload needs packages of another architecture (the host's apt only knows amd64).
+Those come from a suite's ``InRelease`` -> ``Packages.xz`` -> ``.deb`` chain fetched by hand and verified
+the way apt does (``gpgv`` against the Debian archive keyring, then SHA256 at each step), so the host's
+apt configuration is never touched; the answer is remembered so warm runs stay offline.
 """
 
 from __future__ import annotations
@@ -36,13 +37,17 @@ import requests
 __all__ = [
     "KEYRING",
     "MIRROR",
+    "SECURITY_MIRROR",
     "SYSTEM_PACKAGES",
     "UKI_PROFILES_SUITE",
     "DebianError",
     "SuitePackage",
+    "arch_package_tree",
     "cache_dir",
     "deb_file",
     "grub_dirs",
+    "host_suite",
+    "kernel_package",
     "kernel_tree",
     "package_tree",
     "resolve_package",
@@ -86,11 +91,17 @@ SYSTEM_PACKAGES: tuple[str, ...] = (
 
 #: Mirror for packages of other suites (``suite_deb_file``); read at call time so tests can redirect it.
 MIRROR = "http://deb.debian.org/debian"
+#: Mirror for ``<codename>-security`` suites (they live in a separate archive), read at call time too.
+SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 #: The Debian archive's signing keys. Bookworm's debian-archive-keyring carries trixie's archive and release
 #: keys since 2023.3+deb12u2, and trixie's InRelease is also signed with bookworm's archive key.
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 #: The suite whose systemd-boot-efi (≥ 257) understands multi-profile UKIs (Talos ≥ 1.10).
 UKI_PROFILES_SUITE = "trixie"
+#: The suite assumed when ``/etc/os-release`` names none (the Makefile targets bookworm machines).
+DEFAULT_SUITE = "bookworm"
+#: The architecture the host's apt serves; any other comes from a suite without apt.
+HOST_ARCH = "amd64"
 
 #: (connect, read) seconds for every request to the mirror.
 _HTTP_TIMEOUT = (15.0, 120.0)
@@ -98,7 +109,7 @@ _HTTP_TIMEOUT = (15.0, 120.0)
 _MAX_INRELEASE = 16 * 1024 * 1024
 
 #: Metapackage -> prefix of the real package it depends on (the one carrying the files).
-_METAPACKAGES = {"linux-image-amd64": "linux-image-"}
+_METAPACKAGES = {"linux-image-amd64": "linux-image-", "linux-image-arm64": "linux-image-"}
 
 _lock = threading.Lock()
 _updated = False
@@ -265,25 +276,53 @@ def _extract(deb: Path) -> Path:
     return final
 
 
-def kernel_tree() -> tuple[Path, str]:
-    """(extracted ``linux-image-<kver>`` tree, kernel version such as ``6.1.0-56-amd64``)."""
-    package, _, _ = resolve_package("linux-image-amd64")
+def host_suite() -> str:
+    """The host's Debian codename (``bookworm``): other architectures' packages come from it."""
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/os-release").read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key == "VERSION_CODENAME" and value.strip().strip("\"'"):
+                return value.strip().strip("\"'")
+    return DEFAULT_SUITE
+
+
+def arch_package_tree(name: str, arch: str = HOST_ARCH) -> Path:
+    """``name`` for ``arch``: the host's apt candidate for amd64, the host suite's package otherwise."""
+    if arch == HOST_ARCH:
+        return package_tree(name)
+    return suite_package_tree(name, host_suite(), arch=arch)
+
+
+def kernel_tree(arch: str = HOST_ARCH) -> tuple[Path, str]:
+    """(extracted ``linux-image-<kver>`` tree, kernel version such as ``6.1.0-56-amd64``).
+
+    amd64 is the host's apt candidate; another architecture is :func:`kernel_package`'s, fetched
+    without apt.
+    """
+    if arch == HOST_ARCH:
+        package, _, _ = resolve_package("linux-image-amd64")
+        tree = package_tree(package)
+    else:
+        pkg = kernel_package(arch)
+        package = pkg.package
+        tree = _extract(_kernel_deb(arch, pkg))
     kver = package.removeprefix("linux-image-")
-    tree = package_tree(package)
     if not (tree / "lib/modules" / kver).is_dir() or not (tree / "boot" / f"vmlinuz-{kver}").is_file():
         raise DebianError(f"{package} has no lib/modules/{kver} or boot/vmlinuz-{kver}")
     return tree, kver
 
 
-def systemd_boot_tree(suite: str | None = None) -> Path:
-    """Extracted systemd-boot-efi: ``usr/lib/systemd/boot/efi/{linuxx64.efi.stub,systemd-bootx64.efi}``.
+def systemd_boot_tree(suite: str | None = None, arch: str = HOST_ARCH) -> Path:
+    """Extracted systemd-boot-efi: ``usr/lib/systemd/boot/efi/{linuxx64.efi.stub,systemd-bootx64.efi}``
+    (``linuxaa64.efi.stub``, ``systemd-bootaa64.efi`` for arm64).
 
-    ``suite=None`` is the host's apt candidate (bookworm: 252); a suite name such as
-    :data:`UKI_PROFILES_SUITE` fetches that suite's package without apt (:func:`suite_deb_file`).
+    ``suite=None`` is the host's apt candidate (bookworm: 252), or the host suite's package for another
+    architecture; a suite name such as :data:`UKI_PROFILES_SUITE` fetches that suite's package without
+    apt (:func:`suite_deb_file`).
     """
     if suite is None:
-        return package_tree("systemd-boot-efi")
-    return suite_package_tree("systemd-boot-efi", suite)
+        return arch_package_tree("systemd-boot-efi", arch)
+    return suite_package_tree("systemd-boot-efi", suite, arch=arch)
 
 
 def grub_dirs() -> tuple[Path, Path]:
@@ -353,10 +392,13 @@ def _memo_hit(key: str) -> SuitePackage | None:
     return pkg if _SHA256.fullmatch(pkg.sha256) else None
 
 
-def _write_memo(key: str, pkg: SuitePackage) -> None:
-    """Remember the resolved answer atomically (a concurrent writer may win; both answers are valid)."""
+def _write_memo(key: str, pkg: SuitePackage | None) -> None:
+    """Remember (None: forget) an answer atomically (a concurrent writer may win; both are valid)."""
     known = _read_memo()
-    known[key] = asdict(pkg)
+    if pkg is None:
+        known.pop(key, None)
+    else:
+        known[key] = asdict(pkg)
     memo = _suite_memo()
     tmp = memo.with_name(f".{memo.name}.{os.getpid()}.{threading.get_ident()}")
     tmp.write_text(json.dumps(known, indent=1, sort_keys=True) + "\n")
@@ -467,14 +509,47 @@ def _index_entry(fields: dict[str, str], path: str, url: str) -> tuple[int, str]
     raise DebianError(f"{url}: no SHA256 for {path}")
 
 
+def _version_gt(a: str, b: str) -> bool:
+    return _run(["dpkg", "--compare-versions", a, "gt", b]).returncode == 0
+
+
 def _newest(candidates: list[dict[str, str]]) -> dict[str, str]:
     """The stanza with the highest Version (``dpkg --compare-versions``; a suite rarely has two)."""
     best = candidates[0]
     for other in candidates[1:]:
-        proc = _run(["dpkg", "--compare-versions", other["Version"], "gt", best["Version"]])
-        if proc.returncode == 0:
+        if _version_gt(other["Version"], best["Version"]):
             best = other
     return best
+
+
+def _mirror_for(suite: str) -> str:
+    """Security updates live in their own archive; every other suite on the main mirror."""
+    return SECURITY_MIRROR if suite.endswith("-security") else MIRROR
+
+
+def _stanza(text: str, name: str, arch: str, where: str, version: str | None = None) -> dict[str, str]:
+    """The newest stanza for ``name`` on ``arch`` (or ``all``) in a Packages index (exactly ``version``)."""
+    candidates: list[dict[str, str]] = []
+    for match in re.finditer(rf"^Package: {re.escape(name)}\n(?:.+\n?)*", text, re.M):
+        fields = _control_fields(match.group(0))
+        if fields.get("Architecture") in (arch, "all") and version in (None, fields.get("Version")):
+            candidates.append(fields)
+    if not candidates:
+        wanted = f"{name} (= {version})" if version else name
+        raise DebianError(f"no {wanted} ({arch}) in {where}")
+    return _newest(candidates)
+
+
+def _real_package(fields: dict[str, str], prefix: str, where: str) -> tuple[str, str | None]:
+    """(name, pinned version or None) of the one ``prefix*`` package a metapackage depends on."""
+    real: list[tuple[str, str | None]] = []
+    for dep in fields.get("Depends", "").replace("|", ",").split(","):
+        m = re.fullmatch(r"\s*([a-z0-9][a-z0-9+.-]*)(?::\w+)?\s*(?:\(\s*([<>=]+)\s*([^)\s]+)\s*\))?\s*", dep)
+        if m and m.group(1).startswith(prefix) and m.group(1) != fields.get("Package"):
+            real.append((m.group(1), m.group(3) if m.group(2) == "=" else None))
+    if len(real) != 1:
+        raise DebianError(f"{where}: cannot resolve metapackage {fields.get('Package')!r}: depends {real}")
+    return real[0]
 
 
 def _resolve_online(
@@ -505,14 +580,12 @@ def _resolve_online(
         text = lzma.decompress(packed).decode()
     except (lzma.LZMAError, UnicodeDecodeError) as exc:
         raise DebianError(f"{plain}: cannot decompress: {exc}") from exc
-    candidates: list[dict[str, str]] = []
-    for match in re.finditer(rf"^Package: {re.escape(name)}\n(?:.+\n?)*", text, re.M):
-        fields = _control_fields(match.group(0))
-        if fields.get("Architecture") in (arch, "all"):
-            candidates.append(fields)
-    if not candidates:
-        raise DebianError(f"no {name} ({arch}) in {suite}/{index}")
-    fields = _newest(candidates)
+    where = f"{suite}/{index}"
+    fields = _stanza(text, name, arch, where)
+    prefix = _METAPACKAGES.get(name)
+    if prefix is not None:  # e.g. linux-image-arm64 -> linux-image-6.1.0-56-arm64 (= 6.1.192-2)
+        real, version = _real_package(fields, prefix, where)
+        fields = _stanza(text, real, arch, where, version)
     sha256, size_text, filename = fields.get("SHA256", ""), fields.get("Size", ""), fields.get("Filename", "")
     if (
         not _SHA256.fullmatch(sha256)
@@ -552,16 +625,17 @@ def resolve_suite_package(
 ) -> SuitePackage:
     """``name`` as ``suite`` on the mirror has it, remembered in ``suites.json`` in the cache.
 
-    The remembered answer pins the version (the fixture must not change under a warm cache when the
+    A metapackage of ``_METAPACKAGES`` (``linux-image-arm64``) resolves to the real package it depends
+    on. The remembered answer pins the version (the fixture must not change under a warm cache when the
     mirror moves); ``refresh`` asks the mirror again. The memo is not keyed by mirror: every mirror
-    serves the same signed archive. ``mirror``/``keyring`` default to :data:`MIRROR`/:data:`KEYRING`
-    as they are at call time.
+    serves the same signed archive. ``mirror``/``keyring`` default to :data:`MIRROR` (or
+    :data:`SECURITY_MIRROR` for a ``*-security`` suite)/:data:`KEYRING` as they are at call time.
     """
     key = _memo_key(suite, component, arch, name)
     with _suite_lock:
         if not refresh and (hit := _memo_hit(key)) is not None:
             return hit
-        pkg = _resolve_online(name, suite, component, arch, mirror or MIRROR, keyring or KEYRING)
+        pkg = _resolve_online(name, suite, component, arch, mirror or _mirror_for(suite), keyring or KEYRING)
         _write_memo(key, pkg)
         return pkg
 
@@ -589,16 +663,24 @@ def suite_deb_file(
             pkg = resolve_suite_package(
                 name, suite, component=component, arch=arch, mirror=mirror, keyring=keyring, refresh=True
             )
+        return _fetch_deb(pkg, mirror or _mirror_for(suite))
+
+
+def _fetch_deb(pkg: SuitePackage, mirror: str) -> Path:
+    """The cached .deb of ``pkg`` (re-hashed), downloaded from ``mirror`` and checked if not cached yet."""
+    debs = cache_dir() / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    with _suite_lock:
         path = debs / pkg.deb_name
         if path.is_file():
             got = _sha256_file(path)
             if got != pkg.sha256:
                 raise DebianError(
-                    f"cached {path} has SHA256 {got} but {suite}'s signed index says {pkg.sha256}: "
+                    f"cached {path} has SHA256 {got} but {pkg.suite}'s signed index says {pkg.sha256}: "
                     f"the cache is damaged, delete the file (and {_suite_memo()})"
                 )
             return path
-        url = f"{(mirror or MIRROR).rstrip('/')}/{pkg.filename}"
+        url = f"{mirror.rstrip('/')}/{pkg.filename}"
         data = _get_verified(url, pkg.size, pkg.sha256)
         fd, tmp = tempfile.mkstemp(dir=debs, prefix=".download-", suffix=".deb")
         try:
@@ -615,3 +697,55 @@ def suite_deb_file(
 def suite_package_tree(name: str, suite: str, **kwargs: Any) -> Path:
     """The extracted root of ``suite``'s ``name`` (keyword arguments as for :func:`suite_deb_file`)."""
     return _extract(suite_deb_file(name, suite, **kwargs))
+
+
+def kernel_package(arch: str) -> SuitePackage:
+    """``arch``'s Debian kernel (the real package behind ``linux-image-<arch>``), paired with amd64's.
+
+    The host's amd64 kernel is apt's candidate, usually a security update, so ``<host suite>-security``
+    is asked before ``<host suite>``, and the package with the amd64 kernel's exact Debian version
+    (same sources, same ABI such as ``6.1.0-56``) wins; failing that, the newest found. The pairing is
+    remembered per amd64 version: a warm cache is offline, a new amd64 kernel makes a fresh look.
+    """
+    _, want, _ = resolve_package("linux-image-amd64")
+    key = f"kernel/{arch}/{want}"
+    with _suite_lock:
+        if (hit := _memo_hit(key)) is not None:
+            return hit
+        suite = host_suite()
+        found: list[SuitePackage] = []
+        errors: list[str] = []
+        for candidate in (f"{suite}-security", suite):
+            try:
+                pkg = resolve_suite_package(f"linux-image-{arch}", candidate, arch=arch, refresh=True)
+            except DebianError as exc:
+                errors.append(str(exc))
+                continue
+            found.append(pkg)
+            if pkg.version == want:
+                break
+        best = next((p for p in found if p.version == want), None)
+        if best is None:
+            if errors or not found:  # a suite we could not read may have held the matching kernel
+                raise DebianError(f"no linux-image-{arch} (= {want}) found: {'; '.join(errors)}")
+            best = found[0]
+            for other in found[1:]:
+                if _version_gt(other.version, best.version):
+                    best = other
+        _write_memo(key, best)
+        return best
+
+
+def _kernel_deb(arch: str, pkg: SuitePackage) -> Path:
+    """The pinned kernel .deb; if it was never downloaded and the mirror dropped it, pair afresh once."""
+    try:
+        return _fetch_deb(pkg, _mirror_for(pkg.suite))
+    except DebianError:
+        if (cache_dir() / "debs" / pkg.deb_name).is_file():
+            raise  # a damaged cache is reported, not papered over
+        _, want, _ = resolve_package("linux-image-amd64")
+        _write_memo(f"kernel/{arch}/{want}", None)
+        fresh = kernel_package(arch)
+        if fresh == pkg:
+            raise
+        return _fetch_deb(fresh, _mirror_for(fresh.suite))

@@ -9,7 +9,8 @@ script that says what it is.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import yaml
 
@@ -41,6 +42,8 @@ class ExtensionSpec:
     entries: tuple[Entry, ...]
     architectures: tuple[str, ...] = ("amd64", "arm64")
     author: str = "Sidero Labs"
+    #: Entries only one architecture's image has (a kernel module is built for one architecture).
+    arch_entries: Mapping[str, tuple[Entry, ...]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -61,8 +64,10 @@ class ExtensionSpec:
             sort_keys=False,
         ).encode()
 
-    def layer_entries(self) -> list[Entry]:
-        return [file("manifest.yaml", self.manifest()), directory("rootfs"), *self.entries]
+    def layer_entries(self, arch: str | None = None) -> list[Entry]:
+        """The layer of ``arch``'s image (None: only what every architecture shares)."""
+        own = self.arch_entries.get(arch, ()) if arch is not None else ()
+        return [file("manifest.yaml", self.manifest()), directory("rootfs"), *self.entries, *own]
 
 
 def blob(label: str, size: int) -> bytes:
@@ -77,9 +82,13 @@ def blob(label: str, size: int) -> bytes:
 
 
 def extensions_for(
-    version: str, flavour: PayloadFlavour, kernel_version: str, module: bytes
+    version: str, flavour: PayloadFlavour, modules: Mapping[str, tuple[str, bytes]]
 ) -> list[ExtensionSpec]:
-    """The fixture's official extensions for one Talos version (path layout follows the version)."""
+    """The fixture's official extensions for one Talos version (path layout follows the version).
+
+    ``modules``: architecture -> (kernel version, ``dummy.ko`` of that kernel); the kernel-module
+    extension has an image for each of them.
+    """
     lib = "rootfs/usr/lib" if flavour.usr_merged else "rootfs/lib"
     return [
         ExtensionSpec(
@@ -87,8 +96,12 @@ def extensions_for(
             tag=f"1.0.0-{version}",
             description="The dummy network driver as an out-of-tree module (a kernel-module extension).",
             constraint=f">= {version}",
-            entries=(file(f"{lib}/modules/{kernel_version}/extras/dummy.ko", module),),
-            architectures=("amd64",),
+            entries=(),
+            architectures=tuple(modules),
+            arch_entries={
+                arch: (file(f"{lib}/modules/{kver}/extras/dummy.ko", module),)
+                for arch, (kver, module) in modules.items()
+            },
         ),
         ExtensionSpec(
             repository="siderolabs/test-firmware",

@@ -1,22 +1,28 @@
 """The boot payload of the miniature Talos release fixture, made from real Debian packages.
 
-It imitates ``ghcr.io/siderolabs/imager:<v>``'s ``/usr/install/amd64/{vmlinuz, initramfs.xz,
-systemd-stub.efi, systemd-boot.efi}`` closely enough that the factory's imager code cannot tell the
-difference in shape: the initramfs is one compressed newc cpio (xz before 1.8, zstd from 1.8) holding
-exactly ``init`` and ``rootfs.sqsh``, modules live under ``/usr/lib/modules`` from 1.10 (``/lib/modules``
-before), the rootfs carries an os-release with the Talos version, and systemd-stub/-boot are bookworm's
-252 before 1.10 but trixie's ≥ 257 from 1.10 (multi-profile UKIs, see ``systemd_boot_suite``).
+It imitates ``ghcr.io/siderolabs/imager:<v>``'s ``/usr/install/<arch>/{vmlinuz, initramfs.xz,
+systemd-stub.efi, systemd-boot.efi}`` (amd64 and arm64) closely enough that the factory's imager code
+cannot tell the difference in shape: the initramfs is one compressed newc cpio (xz before 1.8, zstd
+from 1.8) holding exactly ``init`` and ``rootfs.sqsh``, modules live under ``/usr/lib/modules`` from
+1.10 (``/lib/modules`` before), the rootfs carries an os-release with the Talos version, and
+systemd-stub/-boot are bookworm's 252 before 1.10 but trixie's ≥ 257 from 1.10 (multi-profile UKIs,
+see ``systemd_boot_suite``).
 Booted, ``init`` (a small static C program, ``init/init.c``) mounts the rootfs and runs
 ``init/report.sh``, which consumes extensions, firmware, microcode and META the way Talos does and prints
 one ``IMAGE-FACTORY-BOOT-REPORT <json>`` line.
 
+The arm64 payload has the same shape from Debian's arm64 packages (kernel ``Image``, its modules,
+``linuxaa64.efi.stub``/``systemd-bootaa64.efi``); it is only ever inspected, never booted, so its
+``init`` is simply arm64 busybox rather than the compiled C program.
+
 Everything is deterministic (fixed mtimes, sorted entries, root ownership, single-threaded compressors),
-and finished payloads are cached per (version, inputs) so a warm build is a file copy.
+and finished payloads are cached per (version, arch, inputs) so a warm build is a file copy.
 """
 
 from __future__ import annotations
 
 import functools
+import gzip
 import hashlib
 import json
 import lzma
@@ -38,6 +44,8 @@ from common.profile.quirks import Quirks
 from devstack import debian
 
 __all__ = [
+    "ARCHES",
+    "ARM64_IMAGE_MAGIC",
     "BOOT_MODULES",
     "INIT_MODULES",
     "SOURCE_DATE_EPOCH",
@@ -53,12 +61,23 @@ __all__ = [
     "make_squashfs",
     "module_kinds",
     "newc_archive",
+    "normalise_kernel",
     "read_newc",
     "systemd_boot_suite",
 ]
 
 #: Talos' fixed SOURCE_DATE_EPOCH: every mtime in the payload.
 SOURCE_DATE_EPOCH = 1559424892
+
+#: The architectures of a payload, as the imager image's ``usr/install/<arch>`` names them.
+ARCHES: tuple[str, ...] = ("amd64", "arm64")
+#: systemd-boot-efi's file names per architecture: (stub, boot loader).
+_EFI_FILES = {
+    "amd64": ("linuxx64.efi.stub", "systemd-bootx64.efi"),
+    "arm64": ("linuxaa64.efi.stub", "systemd-bootaa64.efi"),
+}
+#: arm64 ``Image`` header (Documentation/arch/arm64/booting.rst): the magic at 0x38.
+ARM64_IMAGE_MAGIC = b"ARM\x64"
 
 #: Modules the report script loads (with their dependencies) so disks, CDs, overlayfs and efivarfs work.
 BOOT_MODULES: tuple[str, ...] = (
@@ -131,7 +150,7 @@ class PayloadFlavour:
 
 @dataclass(frozen=True)
 class Payload:
-    """The four files of ``/usr/install/amd64`` as built into a destination directory."""
+    """The four files of ``/usr/install/<arch>`` as built into a destination directory."""
 
     version: str
     kernel_version: str
@@ -140,6 +159,7 @@ class Payload:
     initramfs: Path
     systemd_stub: Path
     systemd_boot: Path
+    arch: str = "amd64"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -283,9 +303,15 @@ def make_squashfs(src: Path, dest: Path, compression: Compression) -> None:
 # kernel modules
 
 
-def kernel_version() -> str:
+def _check_arch(arch: str) -> None:
+    if arch not in ARCHES:
+        raise PayloadError(f"no payload for architecture {arch!r} (only {', '.join(ARCHES)})")
+
+
+def kernel_version(arch: str = "amd64") -> str:
     """The fixture's kernel version, e.g. ``6.1.0-56-amd64`` (Debian's current kernel ABI)."""
-    return debian.kernel_tree()[1]
+    _check_arch(arch)
+    return debian.kernel_tree(arch)[1]
 
 
 def _norm(name: str) -> str:
@@ -293,9 +319,9 @@ def _norm(name: str) -> str:
 
 
 @functools.cache
-def _module_index() -> dict[str, Path]:
+def _module_index(arch: str = "amd64") -> dict[str, Path]:
     """Normalised module name -> .ko file in the downloaded kernel package."""
-    tree, kver = debian.kernel_tree()
+    tree, kver = debian.kernel_tree(arch)
     base = tree / "lib/modules" / kver
     index: dict[str, Path] = {}
     for path in sorted((base / "kernel").rglob("*.ko")):
@@ -304,8 +330,8 @@ def _module_index() -> dict[str, Path]:
 
 
 @functools.cache
-def _builtin_modules() -> frozenset[str]:
-    tree, kver = debian.kernel_tree()
+def _builtin_modules(arch: str = "amd64") -> frozenset[str]:
+    tree, kver = debian.kernel_tree(arch)
     lines = (tree / "lib/modules" / kver / "modules.builtin").read_text().split()
     return frozenset(_norm(Path(line).name) for line in lines)
 
@@ -332,31 +358,35 @@ def _modinfo(data: bytes, key: str) -> list[str]:
     return []
 
 
-def kernel_module(name: str) -> bytes:
+def kernel_module(name: str, arch: str = "amd64") -> bytes:
     """The bytes of a module of the fixture's kernel (``dummy`` -> ``dummy.ko``), e.g. for an extension."""
-    path = _module_index().get(_norm(name))
+    _check_arch(arch)
+    path = _module_index(arch).get(_norm(name))
     if path is None:
-        builtin = _norm(name) in _builtin_modules()
-        raise KeyError(f"no loadable module {name!r} in the kernel package (built-in: {builtin})")
+        builtin = _norm(name) in _builtin_modules(arch)
+        raise KeyError(f"no loadable module {name!r} in the {arch} kernel package (built-in: {builtin})")
     return path.read_bytes()
 
 
-def module_kinds(names: Iterable[str] = BOOT_MODULES) -> dict[str, Literal["builtin", "module"]]:
+def module_kinds(
+    names: Iterable[str] = BOOT_MODULES, arch: str = "amd64"
+) -> dict[str, Literal["builtin", "module"]]:
     """Whether each named module is built into the fixture's kernel or a loadable ``.ko``."""
+    _check_arch(arch)
     kinds: dict[str, Literal["builtin", "module"]] = {}
     for name in names:
-        if _norm(name) in _module_index():
+        if _norm(name) in _module_index(arch):
             kinds[name] = "module"
-        elif _norm(name) in _builtin_modules():
+        elif _norm(name) in _builtin_modules(arch):
             kinds[name] = "builtin"
         else:
-            raise PayloadError(f"kernel {kernel_version()} has no module {name!r}, loadable or built-in")
+            raise PayloadError(f"kernel {kernel_version(arch)} has no module {name!r}, loadable or built-in")
     return kinds
 
 
-def _closure(names: Iterable[str]) -> list[str]:
+def _closure(names: Iterable[str], arch: str = "amd64") -> list[str]:
     """The loadable modules among ``names`` plus their dependencies, dependencies first."""
-    index = _module_index()
+    index = _module_index(arch)
     order: list[str] = []
     seen: set[str] = set()
 
@@ -367,8 +397,8 @@ def _closure(names: Iterable[str]) -> list[str]:
         seen.add(norm)
         path = index.get(norm)
         if path is None:
-            if norm not in _builtin_modules():
-                raise PayloadError(f"kernel {kernel_version()} has no module {name!r}")
+            if norm not in _builtin_modules(arch):
+                raise PayloadError(f"kernel {kernel_version(arch)} has no module {name!r}")
             return
         for dep in _modinfo(path.read_bytes(), "depends"):
             for d in filter(None, dep.split(",")):
@@ -397,10 +427,10 @@ def _os_release(version: str) -> str:
     )
 
 
-def _busybox() -> Path:
-    path = debian.package_tree("busybox-static") / "bin/busybox"
+def _busybox(arch: str = "amd64") -> Path:
+    path = debian.arch_package_tree("busybox-static", arch) / "bin/busybox"
     if not path.is_file():
-        raise PayloadError(f"{path} missing from busybox-static")
+        raise PayloadError(f"{path} missing from busybox-static ({arch})")
     return path
 
 
@@ -408,16 +438,19 @@ def _shell_path(flavour: PayloadFlavour) -> str:
     return "/usr/bin/busybox" if flavour.usr_merged else "/bin/busybox"
 
 
-def _stage_rootfs(root: Path, version: str, flavour: PayloadFlavour) -> None:
-    """The tiny root filesystem: busybox + applet links, boot modules (+ depmod), os-release, script."""
-    tree, kver = debian.kernel_tree()
-    busybox = _busybox()
+def _stage_rootfs(root: Path, version: str, flavour: PayloadFlavour, arch: str = "amd64") -> None:
+    """The tiny root filesystem: busybox + applet links, boot modules (+ depmod), os-release, script.
+
+    The applet list comes from the host's busybox (the arm64 one cannot run here; same Debian build).
+    """
+    tree, kver = debian.kernel_tree(arch)
+    busybox = _busybox(arch)
     for d in ("dev", "proc", "sys", "tmp", "run", "etc/image-factory", "usr/bin", "usr/lib"):
         (root / d).mkdir(parents=True, exist_ok=True)
     shell = root / _shell_path(flavour).lstrip("/")
     shell.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(busybox, shell)
-    applets = _run([str(busybox), "--list-full"]).decode().split()
+    applets = _run([str(_busybox()), "--list-full"]).decode().split()
     if flavour.usr_merged:
         links = {"bin": "usr/bin", "sbin": "usr/bin", "lib": "usr/lib", "usr/sbin": "bin"}
         for link, target in links.items():
@@ -432,8 +465,8 @@ def _stage_rootfs(root: Path, version: str, flavour: PayloadFlavour) -> None:
 
     src = tree / "lib/modules" / kver
     dst = root / flavour.modules_dir / kver
-    index = _module_index()
-    loadable = _closure(BOOT_MODULES)
+    index = _module_index(arch)
+    loadable = _closure(BOOT_MODULES, arch)
     for name in loadable:
         rel = index[name].relative_to(src)
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -509,14 +542,16 @@ def systemd_boot_suite(version: str) -> str | None:
     return debian.UKI_PROFILES_SUITE if Quirks(version).supports_uki_profiles() else None
 
 
-def _systemd_boot_deb(version: str) -> Path:
+def _systemd_boot_deb(version: str, arch: str = "amd64") -> Path:
     suite = systemd_boot_suite(version)
+    if arch != "amd64":
+        return debian.suite_deb_file("systemd-boot-efi", suite or debian.host_suite(), arch=arch)
     if suite is None:
         return debian.deb_file("systemd-boot-efi")
     return debian.suite_deb_file("systemd-boot-efi", suite)
 
 
-def _inputs_key(version: str, flavour: PayloadFlavour) -> str:
+def _inputs_key(version: str, flavour: PayloadFlavour, arch: str = "amd64") -> str:
     """Everything a payload depends on: exact package versions, our sources, the toolchain."""
     h = hashlib.sha256()
     parts = [
@@ -529,6 +564,14 @@ def _inputs_key(version: str, flavour: PayloadFlavour) -> str:
         _run(["gcc", "-dumpfullversion", "-dumpmachine"]).decode(),
         _run(["mksquashfs", "-version"]).decode().splitlines()[0],
     ]
+    if arch != "amd64":  # its own kernel, busybox and stub (the amd64 parts stay: applet list)
+        kernel = debian.kernel_package(arch)
+        parts += [
+            f"arch={arch}",
+            f"{kernel.suite}:{kernel.deb_name}:{kernel.sha256}",
+            debian.suite_deb_file("busybox-static", debian.host_suite(), arch=arch).name,
+            f"systemd-boot-efi:{_systemd_boot_deb(version, arch).name}",
+        ]
     for part in parts:
         h.update(part.encode() + b"\0")
     for path in (Path(__file__), _INIT_DIR / "init.c", _INIT_DIR / "report.sh"):
@@ -563,46 +606,77 @@ def _prune(root: Path, version: str, keep: Path, min_age: float = 600.0) -> None
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _build_into(out: Path, version: str, flavour: PayloadFlavour, *, link: bool) -> None:
-    tree, kver = debian.kernel_tree()
-    efi = debian.systemd_boot_tree(systemd_boot_suite(version)) / "usr/lib/systemd/boot/efi"
+def normalise_kernel(data: bytes) -> bytes:
+    """An arm64 kernel as Talos ships it: the uncompressed, EFI-stub ``Image``.
+
+    Debian's arm64 ``vmlinuz`` may be a gzip'd ``Image`` (the signed package we fetch already ships the
+    PE ``Image`` itself), so gzip is undone; the result must have the ``MZ`` stub and ``ARM\\x64`` magic.
+    """
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    if data[:2] != b"MZ" or data[0x38:0x3C] != ARM64_IMAGE_MAGIC:
+        raise PayloadError("the arm64 kernel is not an EFI-stub Image (no MZ / ARM\\x64 magic)")
+    return data
+
+
+def _build_into(out: Path, version: str, flavour: PayloadFlavour, *, link: bool, arch: str = "amd64") -> None:
+    """The four files plus ``payload.json`` into ``out``.
+
+    arm64's ``init`` is Debian's arm64 busybox-static binary, not the compiled C init: it never runs
+    (nothing boots arm64 here), it only has to be an arm64 executable where Talos has its init.
+    """
+    tree, kver = debian.kernel_tree(arch)
+    efi = debian.systemd_boot_tree(systemd_boot_suite(version), arch) / "usr/lib/systemd/boot/efi"
     with tempfile.TemporaryDirectory(prefix="payload-") as tmp:
         work = Path(tmp)
         (work / "rootfs").mkdir()
-        _stage_rootfs(work / "rootfs", version, flavour)
+        _stage_rootfs(work / "rootfs", version, flavour, arch)
         make_squashfs(work / "rootfs", work / "rootfs.sqsh", flavour.compression)
-        (work / "init").mkdir()
-        init = _build_init(work / "init", flavour)
+        if arch == "amd64":
+            (work / "init").mkdir()
+            init = _build_init(work / "init", flavour)
+        else:
+            init = _busybox(arch).read_bytes()
         rootfs = (work / "rootfs.sqsh").read_bytes()
         archive = newc_archive([CpioEntry.file("init", init, 0o755), CpioEntry.file("rootfs.sqsh", rootfs)])
     (out / _FILES["initramfs"]).write_bytes(compress(archive, flavour.compression))
     vmlinuz = tree / "boot" / f"vmlinuz-{kver}"
-    if link:
+    raw = vmlinuz.read_bytes() if arch != "amd64" else b""
+    image = normalise_kernel(raw) if arch != "amd64" else raw
+    if image is not raw:  # gunzipped: a new file (Debian's signed arm64 Image is used as it is)
+        (out / _FILES["vmlinuz"]).write_bytes(image)
+    elif link:
         _link_or_copy(vmlinuz, out / _FILES["vmlinuz"])
     else:
         shutil.copyfile(vmlinuz, out / _FILES["vmlinuz"])
-    shutil.copyfile(efi / "linuxx64.efi.stub", out / _FILES["systemd_stub"])
-    shutil.copyfile(efi / "systemd-bootx64.efi", out / _FILES["systemd_boot"])
-    (out / "payload.json").write_text(json.dumps({"version": version, "kernel_version": kver}) + "\n")
+    stub, boot = _EFI_FILES[arch]
+    shutil.copyfile(efi / stub, out / _FILES["systemd_stub"])
+    shutil.copyfile(efi / boot, out / _FILES["systemd_boot"])
+    meta = {"version": version, "kernel_version": kver} | ({"arch": arch} if arch != "amd64" else {})
+    (out / "payload.json").write_text(json.dumps(meta) + "\n")
 
 
-def build_payload(version: str, dest: Path, *, cache: bool = True) -> Payload:
-    """Write ``vmlinuz``, ``initramfs.xz``, ``systemd-stub.efi`` and ``systemd-boot.efi`` (amd64) to ``dest``.
+def build_payload(version: str, dest: Path, *, cache: bool = True, arch: str = "amd64") -> Payload:
+    """Write ``arch``'s ``vmlinuz``, ``initramfs.xz``, ``systemd-stub.efi``, ``systemd-boot.efi`` to ``dest``.
 
-    With ``cache`` the finished files are kept under ``debian.cache_dir()/payloads`` keyed by every
-    input, so repeated builds are copies; ``cache=False`` builds from scratch (determinism checks).
+    With ``cache`` the finished files are kept under ``debian.cache_dir()/payloads`` (``payloads/<arch>``
+    for arm64) keyed by every input, so repeated builds are copies; ``cache=False`` builds from scratch
+    (determinism checks).
     """
+    _check_arch(arch)
     flavour = PayloadFlavour.for_version(version)
     dest.mkdir(parents=True, exist_ok=True)
-    kver = kernel_version()
+    kver = kernel_version(arch)
     if cache:
         root = debian.cache_dir() / "payloads"
+        if arch != "amd64":
+            root /= arch
         root.mkdir(parents=True, exist_ok=True)
-        built = root / f"{version}-{_inputs_key(version, flavour)}"
+        built = root / f"{version}-{_inputs_key(version, flavour, arch)}"
         if not (built / "payload.json").is_file():
             tmp = Path(tempfile.mkdtemp(dir=root, prefix=".build-"))
             try:
-                _build_into(tmp, version, flavour, link=True)
+                _build_into(tmp, version, flavour, link=True, arch=arch)
                 tmp.chmod(0o755)
                 try:
                     tmp.rename(built)
@@ -615,7 +689,7 @@ def build_payload(version: str, dest: Path, *, cache: bool = True) -> Payload:
         for name in _FILES.values():
             shutil.copyfile(built / name, dest / name)
     else:
-        _build_into(dest, version, flavour, link=False)
+        _build_into(dest, version, flavour, link=False, arch=arch)
         (dest / "payload.json").unlink()
     return Payload(
         version=version,
@@ -625,4 +699,5 @@ def build_payload(version: str, dest: Path, *, cache: bool = True) -> Payload:
         initramfs=dest / _FILES["initramfs"],
         systemd_stub=dest / _FILES["systemd_stub"],
         systemd_boot=dest / _FILES["systemd_boot"],
+        arch=arch,
     )

@@ -32,7 +32,7 @@ from common.registry.client import RegistryClient
 from devstack.debian import grub_dirs
 from devstack.release import content
 from devstack.release.oci import Image, Layer, Pushed, file, layer, push_index, tree
-from devstack.release.payload import PayloadFlavour, build_payload, kernel_module, kernel_version
+from devstack.release.payload import ARCHES, PayloadFlavour, build_payload, kernel_module, kernel_version
 from devstack.release.sigstore_testing import FakeSigstore
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,8 @@ class Release:
     trusted_root: str  # path of the fake Sigstore trusted_root.json ("" when not produced)
     images: dict[str, str] = field(default_factory=dict)  # "<repo>:<tag>" → digest
     extensions: dict[str, list[str]] = field(default_factory=dict)  # version → extension names
-    kernel_version: str = ""
+    kernel_version: str = ""  # amd64's
+    kernel_versions: dict[str, str] = field(default_factory=dict)  # arch → kernel version
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2, sort_keys=True)
@@ -164,7 +165,8 @@ def build_release(
     keyless.write_trusted_root(Path(trusted_root))
     publisher = Publisher(registry, namespace, key, keyless)
     kver = kernel_version()
-    module = kernel_module("dummy")
+    # Every architecture's kernel is fetched here, once, before the versions are built in parallel.
+    modules = {arch: (kernel_version(arch), kernel_module("dummy", arch)) for arch in ARCHES}
     i386_pc, x86_64_efi = grub_dirs()
     grub_layer = layer([*tree(i386_pc, "usr/lib/grub/i386-pc"), *tree(x86_64_efi, "usr/lib/grub/x86_64-efi")])
     release = Release(
@@ -175,6 +177,7 @@ def build_release(
         public_key=str(out / "cosign.pub"),
         trusted_root=trusted_root,
         kernel_version=kver,
+        kernel_versions={arch: kv for arch, (kv, _) in modules.items()},
     )
     overlay = publisher.publish(
         "siderolabs/sbc-raspberrypi",
@@ -188,7 +191,7 @@ def build_release(
             for arch in ("amd64", "arm64")
         ],
     )
-    shared = _Shared(publisher, kver, module, grub_layer, overlay.digest, _publish_hello(publisher))
+    shared = _Shared(publisher, kver, modules, grub_layer, overlay.digest, _publish_hello(publisher))
     # Versions are independent; pushing is mostly registry round trips, so a few run at once.
     with ThreadPoolExecutor(max_workers=3) as pool:
         for version, names in zip(
@@ -212,7 +215,7 @@ class _Shared:
 
     publisher: Publisher
     kernel_version: str
-    module: bytes
+    modules: dict[str, tuple[str, bytes]]  # arch → (kernel version, dummy.ko)
     grub_layer: Layer
     overlay_digest: str
     hello: Pushed
@@ -232,13 +235,16 @@ def _publish_version(shared: _Shared, version: str) -> list[str]:
     labels = content.image_labels(version)
     env = [f"VERSION={version}"]
     with tempfile.TemporaryDirectory(prefix="fixture-payload-") as scratch:
-        payload = build_payload(version, Path(scratch))
+        # Like real Talos, every variant of the imager index carries the payloads of both arches.
+        payloads = {arch: build_payload(version, Path(scratch, arch), arch=arch) for arch in ARCHES}
+        payload = payloads["amd64"]
         usr_install = layer(
             [
-                file("usr/install/amd64/vmlinuz", payload.vmlinuz.read_bytes()),
-                file("usr/install/amd64/initramfs.xz", payload.initramfs.read_bytes()),
-                file("usr/install/amd64/systemd-stub.efi", payload.systemd_stub.read_bytes()),
-                file("usr/install/amd64/systemd-boot.efi", payload.systemd_boot.read_bytes()),
+                *(
+                    file(f"usr/install/{arch}/{path.name}", path.read_bytes())
+                    for arch, built in payloads.items()
+                    for path in (built.vmlinuz, built.initramfs, built.systemd_stub, built.systemd_boot)
+                ),
                 file("etc/modules.d/10-extra-modules.conf", "search extras built-in\n"),
             ]
         )
@@ -283,14 +289,17 @@ def _publish_version(shared: _Shared, version: str) -> list[str]:
             ],
         )
     lines = []
-    for spec in content.extensions_for(version, flavour, shared.kernel_version, shared.module):
+    for spec in content.extensions_for(version, flavour, shared.modules):
         if spec.repository == HELLO_WORLD:
             pushed = shared.hello
         else:
             pushed = shared.publisher.publish(
                 spec.repository,
                 spec.tag,
-                [Image([layer(spec.layer_entries())], arch, labels=labels) for arch in spec.architectures],
+                [
+                    Image([layer(spec.layer_entries(arch))], arch, labels=labels)
+                    for arch in spec.architectures
+                ],
             )
         lines.append((f"{UPSTREAM_REGISTRY}/{spec.repository}:{spec.tag}", pushed.digest, spec.description))
     if "-" in version:

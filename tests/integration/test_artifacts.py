@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import subprocess
@@ -11,14 +12,25 @@ import pytest
 import yaml
 
 from common.artifacts import versions as v
-from common.artifacts.catalog import ExtensionRef
+from common.artifacts.catalog import ExtensionRef, TaggedRef
 from common.artifacts.manager import ArtifactsManager
 from common.artifacts.store import ArtifactStore
 from common.artifacts.verify.source import verifier_from_config
 from common.artifacts.verify.types import SignatureError
 from common.errors import NotFoundError
-from devstack.release.payload import build_payload
-from devstack.release.release import FILTERED_TAGS, Release, build_release, factory_overrides
+from devstack.release import content
+from devstack.release.oci import Image
+from devstack.release.oci import file as oci_file
+from devstack.release.oci import layer as oci_layer
+from devstack.release.payload import ARCHES, build_payload, kernel_module, kernel_version
+from devstack.release.release import (
+    FILTERED_TAGS,
+    Publisher,
+    Release,
+    build_release,
+    factory_overrides,
+    signing_key,
+)
 from devstack.services import RegistryServer
 from tests.support.artifacts import make_config, manager
 
@@ -80,11 +92,6 @@ def test_extension_images_follow_the_extension_contract(fixture_release: Release
         assert manifest["metadata"]["compatibility"]["talos"]["version"] == ">= v1.10.7"
         module = ext.fs / f"rootfs/usr/lib/modules/{fixture_release.kernel_version}/extras/dummy.ko"
         assert module.read_bytes()[:4] == b"\x7fELF"
-    with (
-        pytest.raises(NotFoundError, match="has no linux/arm64 variant"),
-        m.extension(by_name["siderolabs/dummy-module"], "arm64"),
-    ):
-        pass
     old = {e.name: e for e in m.official_extensions(V("1.7.6"))}
     with m.extension(old["siderolabs/amd-ucode"], "arm64") as ext:
         assert (ext.fs / "rootfs/lib/firmware/amd-ucode").is_dir()  # before usr-merge (1.10)
@@ -232,3 +239,58 @@ def test_skopeo_reads_the_release(fixture_release: Release, skopeo: str) -> None
         ).hexdigest()
     )
     assert digest == fixture_release.images["siderolabs/imager:v1.12.4"]
+
+
+def test_imager_carries_the_payload_of_both_arches(fixture_release: Release, tmp_path: Path) -> None:
+    """Like real Talos, both variants of the imager index hold ``usr/install/{amd64,arm64}``."""
+    m, _ = manager(fixture_release, tmp_path / "store")
+    names = ["initramfs.xz", "systemd-boot.efi", "systemd-stub.efi", "vmlinuz"]
+    assert fixture_release.kernel_versions == {arch: kernel_version(arch) for arch in ARCHES}
+    for version in ("v1.7.6", "v1.12.4"):
+        expected = {arch: build_payload(version, tmp_path / version / arch, arch=arch) for arch in ARCHES}
+        for variant in ("amd64", "arm64"):
+            with m.image_by_tag(m.components.imager, version, variant) as imager:
+                for arch, payload in expected.items():
+                    install = imager.fs / "usr/install" / arch
+                    where = (version, variant, arch)
+                    assert sorted(p.name for p in install.iterdir()) == names, where
+                    files = (payload.vmlinuz, payload.initramfs, payload.systemd_stub, payload.systemd_boot)
+                    for path in files:
+                        assert (install / path.name).read_bytes() == path.read_bytes(), (*where, path.name)
+                image = (imager.fs / "usr/install/arm64/vmlinuz").read_bytes()
+                assert image[:2] == b"MZ" and image[0x38:0x3C] == b"ARM\x64"
+
+
+def test_dummy_module_extension_has_an_image_per_arch(fixture_release: Release, tmp_path: Path) -> None:
+    """The kernel-module extension carries each arch's own dummy.ko under that arch's kernel version."""
+    m, _ = manager(fixture_release, tmp_path)
+    for version, lib in (("v1.7.6", "lib"), ("v1.10.7", "usr/lib")):
+        extensions = m.official_extensions(v.parse_tolerant(version))
+        ref = next(e for e in extensions if e.name == "siderolabs/dummy-module")
+        for arch in ARCHES:
+            kver = fixture_release.kernel_versions[arch]
+            with m.extension(ref, arch) as ext:
+                assert sorted(p.name for p in (ext.fs / f"rootfs/{lib}/modules").iterdir()) == [kver]
+                module = ext.fs / f"rootfs/{lib}/modules/{kver}/extras/dummy.ko"
+                assert module.read_bytes() == kernel_module("dummy", arch), (version, arch)
+
+
+def test_an_image_without_the_platform_variant_is_not_found(fixture_release: Release, tmp_path: Path) -> None:
+    """Every fixture extension now has both arches, so a one-arch image is pushed for this path."""
+    namespace = "fixture-one-arch"
+    publisher = Publisher(fixture_release.registry, namespace, signing_key(), None)
+    spec = content.ExtensionSpec(
+        repository="siderolabs/amd64-only",
+        tag="1.0.0",
+        description="Only built for amd64.",
+        constraint=">= v1.0.0",
+        entries=(oci_file("rootfs/usr/local/share/amd64-only/README", "amd64 only\n"),),
+        architectures=("amd64",),
+    )
+    pushed = publisher.publish(spec.repository, spec.tag, [Image([oci_layer(spec.layer_entries("amd64"))])])
+    m, _ = manager(dataclasses.replace(fixture_release, namespace=namespace), tmp_path)
+    ref = ExtensionRef(TaggedRef(fixture_release.registry, spec.repository, spec.tag), pushed.digest)
+    with m.extension(ref, "amd64") as ext:
+        assert (ext.fs / "rootfs/usr/local/share/amd64-only/README").read_text() == "amd64 only\n"
+    with pytest.raises(NotFoundError, match="has no linux/arm64 variant"), m.extension(ref, "arm64"):
+        pass

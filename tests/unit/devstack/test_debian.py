@@ -3,7 +3,8 @@
 Everything here runs against a fake mirror on loopback whose ``InRelease`` is signed with a throw-away
 OpenPGP key, so every failure mode (bad signature, unknown key, replayed or expired release, wrong
 hashes, damaged cache) is provoked without the network and without touching the real cache: each
-test has its own ``XDG_CACHE_HOME``. The real trixie chain is exercised by test_payload.py.
+test has its own ``XDG_CACHE_HOME``. The same mirror serves other architectures, metapackages and the
+``-security`` archive for the arm64 kernel lookup. The real trixie chain is exercised by test_payload.py.
 """
 
 from __future__ import annotations
@@ -30,6 +31,37 @@ PACKAGE = "systemd-boot-efi"
 SUITE = "trixie"
 STUB = "usr/lib/systemd/boot/efi/linuxx64.efi.stub"
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: connection refused at once
+
+
+def build_deb(package: str, version: str, arch: str, files: dict[str, bytes], depends: str = "") -> bytes:
+    """A real (tiny) .deb holding ``files``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp, "tree")
+        (tree / "DEBIAN").mkdir(parents=True)
+        control = f"Package: {package}\nVersion: {version}\nArchitecture: {arch}\n"
+        control += f"Depends: {depends}\n" if depends else ""
+        control += "Maintainer: Tests <tests@example.invalid>\nDescription: fake package\n"
+        (tree / "DEBIAN/control").write_text(control)
+        for name, data in files.items():
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            (tree / name).write_bytes(data)
+        out = Path(tmp, "out.deb")
+        subprocess.run(
+            ["dpkg-deb", "--root-owner-group", "--build", str(tree), str(out)],
+            capture_output=True,
+            check=True,
+        )
+        return out.read_bytes()
+
+
+@dataclass(frozen=True)
+class FakePackage:
+    """A package for :meth:`FakeMirror.serve`; a metapackage has ``depends`` and no files."""
+
+    name: str
+    version: str
+    files: dict[str, bytes] = field(default_factory=dict)
+    depends: str = ""
 
 
 @dataclass(frozen=True)
@@ -82,25 +114,10 @@ class FakeMirror:
     signers: Signers
     hits: list[str] = field(default_factory=list)
 
-    def deb(self, version: str, stub: bytes) -> tuple[str, bytes]:
+    def deb(self, version: str, stub: bytes, arch: str = "amd64") -> tuple[str, bytes]:
         """A real (tiny) systemd-boot-efi .deb: (pool path, bytes)."""
-        with tempfile.TemporaryDirectory() as tmp:
-            tree = Path(tmp, "tree")
-            (tree / "DEBIAN").mkdir(parents=True)
-            (tree / "DEBIAN/control").write_text(
-                f"Package: {PACKAGE}\nVersion: {version}\nArchitecture: amd64\n"
-                "Maintainer: Tests <tests@example.invalid>\nDescription: fake stub\n"
-            )
-            (tree / STUB).parent.mkdir(parents=True)
-            (tree / STUB).write_bytes(stub)
-            out = Path(tmp, "out.deb")
-            subprocess.run(
-                ["dpkg-deb", "--root-owner-group", "--build", str(tree), str(out)],
-                capture_output=True,
-                check=True,
-            )
-            data = out.read_bytes()
-        return f"pool/main/s/systemd/{PACKAGE}_{version}_amd64.deb", data
+        data = build_deb(PACKAGE, version, arch, {STUB: stub})
+        return f"pool/main/s/systemd/{PACKAGE}_{version}_{arch}.deb", data
 
     def publish(
         self,
@@ -110,41 +127,78 @@ class FakeMirror:
         who: str = "trusted",
         extra_release: str = "",
         corrupt: str | None = None,
+        arches: tuple[str, ...] = ("amd64",),
     ) -> dict[str, Any]:
-        """Write pool file, Packages.xz (plain and by-hash) and a signed InRelease; ``corrupt`` damages
-        "packages" or "deb" after the hashes were taken."""
-        pool, deb = self.deb(version, f"MZ stub {version}".encode())
-        stanzas = [
-            # an older version and another package: the resolver must pick the right stanza
-            f"Package: {PACKAGE}\nVersion: 257.1-1\nArchitecture: amd64\nFilename: pool/gone.deb\n"
-            f"Size: 1\nSHA256: {'0' * 64}\n",
-            f"Package: {PACKAGE}\nSource: systemd\nVersion: {version}\nArchitecture: amd64\n"
-            f"Description: simple UEFI boot manager - EFI binaries\n long description\n"
-            f"Filename: {pool}\nSize: {len(deb)}\nSHA256: {hashlib.sha256(deb).hexdigest()}\n",
-            f"Package: {PACKAGE}-signed\nVersion: 999\nArchitecture: amd64\nFilename: pool/x.deb\n"
-            f"Size: 1\nSHA256: {'1' * 64}\n",
-        ]
-        packages = lzma.compress("\n".join(stanzas).encode())
-        sha = hashlib.sha256(packages).hexdigest()
+        """Write pool files, Packages.xz (plain and by-hash) per arch and a signed InRelease; ``corrupt``
+        damages "packages" or "deb" after the hashes were taken. The stub of an arch other than amd64
+        reads ``MZ stub <version> (<arch>)``. Returns the first arch's pool path and hash."""
+        sums: list[str] = []
+        result: dict[str, Any] = {"version": version}
+        for arch in arches:
+            stub = f"MZ stub {version}" + ("" if arch == "amd64" else f" ({arch})")
+            pool, deb = self.deb(version, stub.encode(), arch)
+            stanzas = [
+                # an older version and another package: the resolver must pick the right stanza
+                f"Package: {PACKAGE}\nVersion: 257.1-1\nArchitecture: {arch}\nFilename: pool/gone.deb\n"
+                f"Size: 1\nSHA256: {'0' * 64}\n",
+                f"Package: {PACKAGE}\nSource: systemd\nVersion: {version}\nArchitecture: {arch}\n"
+                f"Description: simple UEFI boot manager - EFI binaries\n long description\n"
+                f"Filename: {pool}\nSize: {len(deb)}\nSHA256: {hashlib.sha256(deb).hexdigest()}\n",
+                f"Package: {PACKAGE}-signed\nVersion: 999\nArchitecture: {arch}\nFilename: pool/x.deb\n"
+                f"Size: 1\nSHA256: {'1' * 64}\n",
+            ]
+            packages = lzma.compress("\n".join(stanzas).encode())
+            sha = hashlib.sha256(packages).hexdigest()
+            sums += [
+                f" {'2' * 64}  1234 main/binary-{arch}/Packages\n",
+                f" {sha} {len(packages)} main/binary-{arch}/Packages.xz\n",
+            ]
+            if corrupt == "packages":
+                packages = packages[:-1] + bytes([packages[-1] ^ 1])
+            if corrupt == "deb":
+                deb = deb[:-1] + bytes([deb[-1] ^ 1])
+            index = self.root / "dists" / SUITE / f"main/binary-{arch}"
+            (index / "by-hash/SHA256").mkdir(parents=True, exist_ok=True)
+            (index / "Packages.xz").write_bytes(packages)
+            (index / "by-hash/SHA256" / sha).write_bytes(packages)
+            (self.root / pool).parent.mkdir(parents=True, exist_ok=True)
+            (self.root / pool).write_bytes(deb)
+            result.setdefault("sha256", hashlib.sha256(deb).hexdigest())
+            result.setdefault("pool", pool)
+            result.setdefault("debs", {})[arch] = hashlib.sha256(deb).hexdigest()
         release = (
             f"Origin: Debian\nLabel: Debian\nSuite: stable\nCodename: {codename}\n"
             f"Date: {format_datetime(datetime.now(UTC), usegmt=True)}\n{extra_release}"
-            "Acquire-By-Hash: yes\nArchitectures: amd64\nComponents: main\nSHA256:\n"
-            f" {'2' * 64}  1234 main/binary-amd64/Packages\n"
-            f" {sha} {len(packages)} main/binary-amd64/Packages.xz\n"
+            f"Acquire-By-Hash: yes\nArchitectures: {' '.join(arches)}\nComponents: main\nSHA256:\n"
+            + "".join(sums)
         )
-        if corrupt == "packages":
-            packages = packages[:-1] + bytes([packages[-1] ^ 1])
-        if corrupt == "deb":
-            deb = deb[:-1] + bytes([deb[-1] ^ 1])
-        index = self.root / "dists" / SUITE / "main/binary-amd64"
-        (index / "by-hash/SHA256").mkdir(parents=True, exist_ok=True)
-        (index / "Packages.xz").write_bytes(packages)
-        (index / "by-hash/SHA256" / sha).write_bytes(packages)
-        (self.root / pool).parent.mkdir(parents=True, exist_ok=True)
-        (self.root / pool).write_bytes(deb)
         (self.root / "dists" / SUITE / "InRelease").write_bytes(self.signers.sign(release, who))
-        return {"version": version, "sha256": hashlib.sha256(deb).hexdigest(), "pool": pool}
+        return result
+
+    def serve(self, suite: str, arch: str, packages: list[FakePackage], *, base: str = "") -> None:
+        """A signed ``suite`` under ``<root>/<base>`` with one arch's index holding ``packages``."""
+        top = self.root / base if base else self.root
+        stanzas = []
+        for pkg in packages:
+            deb = build_deb(pkg.name, pkg.version, arch, pkg.files, pkg.depends)
+            pool = f"pool/main/{pkg.name[0]}/{pkg.name}/{pkg.name}_{pkg.version}_{arch}.deb"
+            (top / pool).parent.mkdir(parents=True, exist_ok=True)
+            (top / pool).write_bytes(deb)
+            stanza = f"Package: {pkg.name}\nVersion: {pkg.version}\nArchitecture: {arch}\n"
+            stanza += f"Depends: {pkg.depends}\n" if pkg.depends else ""
+            stanza += f"Filename: {pool}\nSize: {len(deb)}\nSHA256: {hashlib.sha256(deb).hexdigest()}\n"
+            stanzas.append(stanza)
+        packed = lzma.compress("\n".join(stanzas).encode())
+        index = top / "dists" / suite / f"main/binary-{arch}"
+        index.mkdir(parents=True, exist_ok=True)
+        (index / "Packages.xz").write_bytes(packed)
+        release = (
+            f"Origin: Debian\nSuite: {suite}\nCodename: {suite}\n"
+            f"Date: {format_datetime(datetime.now(UTC), usegmt=True)}\n"
+            f"Architectures: {arch}\nComponents: main\nSHA256:\n"
+            f" {hashlib.sha256(packed).hexdigest()} {len(packed)} main/binary-{arch}/Packages.xz\n"
+        )
+        (top / "dists" / suite / "InRelease").write_bytes(self.signers.sign(release))
 
 
 @pytest.fixture
@@ -170,6 +224,7 @@ def mirror(signers: Signers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     url = f"http://127.0.0.1:{server.server_address[1]}"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(debian, "MIRROR", url)
+    monkeypatch.setattr(debian, "SECURITY_MIRROR", f"{url}/security")
     monkeypatch.setattr(debian, "KEYRING", signers.keyring)
     try:
         yield FakeMirror(root, url, signers, hits)
@@ -294,3 +349,143 @@ def test_missing_package_is_a_clear_error(mirror: FakeMirror) -> None:
     mirror.publish()
     with pytest.raises(debian.DebianError, match=r"no no-such-package \(amd64\) in trixie/main/binary-amd64"):
         debian.suite_deb_file("no-such-package", SUITE)
+
+
+# --------------------------------------------------------------------------------------------------
+# other architectures, metapackages, the arm64 kernel
+
+
+def test_arch_parameter_selects_the_index_and_is_remembered_apart(
+    mirror: FakeMirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    want = mirror.publish(arches=("amd64", "arm64"))
+    arm = debian.suite_deb_file(PACKAGE, SUITE, arch="arm64")
+    assert arm.name == f"{PACKAGE}_257.99-1_arm64.deb"
+    assert hashlib.sha256(arm.read_bytes()).hexdigest() == want["debs"]["arm64"]
+    assert "/dists/trixie/main/binary-arm64/by-hash/SHA256/" in " ".join(mirror.hits)
+    assert not any("binary-amd64" in hit for hit in mirror.hits)
+    tree = debian.systemd_boot_tree(SUITE, "arm64")
+    assert (tree / STUB).read_bytes() == b"MZ stub 257.99-1 (arm64)"
+    # The default stays amd64, with its own memo entry and file (existing callers are unaffected).
+    assert (debian.suite_package_tree(PACKAGE, SUITE) / STUB).read_bytes() == b"MZ stub 257.99-1"
+    pkg = debian.resolve_suite_package(PACKAGE, SUITE, arch="arm64")
+    assert (pkg.architecture, pkg.deb_name) == ("arm64", arm.name)
+    memo = (debian.cache_dir() / "suites.json").read_text()
+    assert f'"{SUITE}/main/arm64/{PACKAGE}"' in memo and f'"{SUITE}/main/amd64/{PACKAGE}"' in memo
+    monkeypatch.setattr(debian, "MIRROR", UNREACHABLE)  # warm: offline for both
+    assert debian.suite_deb_file(PACKAGE, SUITE, arch="arm64") == arm
+    assert debian.suite_deb_file(PACKAGE, SUITE).name == f"{PACKAGE}_257.99-1_amd64.deb"
+    monkeypatch.setattr(debian, "MIRROR", mirror.url)
+    with pytest.raises(debian.DebianError, match=r"no no-such-package \(arm64\) in trixie/main/binary-arm64"):
+        debian.suite_deb_file("no-such-package", SUITE, arch="arm64")
+
+
+def test_arch_package_tree_uses_the_host_suite_for_other_arches(
+    mirror: FakeMirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(debian, "host_suite", lambda: "bookworm")
+    mirror.serve("bookworm", "arm64", [FakePackage("busybox-static", "1:1.35-1", {"bin/busybox": b"bb"})])
+    tree = debian.arch_package_tree("busybox-static", "arm64")
+    assert (tree / "bin/busybox").read_bytes() == b"bb"
+    assert tree.name == "busybox-static_1%3a1.35-1_arm64"
+
+
+KVER_NEW, KVER_OLD = "6.1.0-99-arm64", "6.1.0-90-arm64"
+VMLINUZ = b"MZ" + b"\0" * 0x36 + b"ARM\x64" + b"\0" * 8
+
+
+def _kernel(kver: str, version: str) -> list[FakePackage]:
+    """``linux-image-arm64`` pinned to a real package, and an unrelated newer candidate of that name."""
+    real = f"linux-image-{kver}"
+    files = {f"boot/vmlinuz-{kver}": VMLINUZ, f"lib/modules/{kver}/modules.order": b""}
+    return [
+        FakePackage("linux-image-arm64", version, depends=f"{real} (= {version}), initramfs-tools | x"),
+        FakePackage(real, version, files),
+        FakePackage(real, f"{version}+rebuild", {"other": b""}),
+        FakePackage("linux-image-6.1.0-99-arm64-dbg", "9", {"dbg": b""}),
+    ]
+
+
+def test_metapackage_resolves_to_the_pinned_real_package(mirror: FakeMirror) -> None:
+    mirror.serve("bookworm", "arm64", _kernel(KVER_NEW, "6.1.200-1"))
+    pkg = debian.resolve_suite_package("linux-image-arm64", "bookworm", arch="arm64")
+    assert (pkg.package, pkg.version, pkg.architecture) == (f"linux-image-{KVER_NEW}", "6.1.200-1", "arm64")
+    assert pkg.deb_name == f"linux-image-{KVER_NEW}_6.1.200-1_arm64.deb"
+    tree = debian.suite_package_tree("linux-image-arm64", "bookworm", arch="arm64")
+    assert (tree / f"boot/vmlinuz-{KVER_NEW}").read_bytes() == VMLINUZ
+
+
+def test_security_suite_comes_from_the_security_mirror(mirror: FakeMirror) -> None:
+    mirror.serve("bookworm-security", "arm64", _kernel(KVER_NEW, "6.1.200-1"), base="security")
+    pkg = debian.resolve_suite_package("linux-image-arm64", "bookworm-security", arch="arm64")
+    assert pkg.suite == "bookworm-security" and pkg.filename.startswith("pool/")
+    debian.suite_deb_file("linux-image-arm64", "bookworm-security", arch="arm64")
+    assert all(hit.startswith("/security/") for hit in mirror.hits)
+
+
+@pytest.fixture
+def amd64_kernel(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The host's apt candidate for linux-image-amd64 as kernel_package sees it (mutable: [version])."""
+    version = ["6.1.200-1"]
+    monkeypatch.setattr(debian, "host_suite", lambda: "bookworm")
+    monkeypatch.setattr(
+        debian, "resolve_package", lambda name: ("linux-image-6.1.0-99-amd64", version[0], "amd64")
+    )
+    return version
+
+
+def test_kernel_package_pairs_with_the_amd64_version(
+    mirror: FakeMirror, amd64_kernel: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mirror.serve("bookworm-security", "arm64", _kernel(KVER_NEW, "6.1.200-1"), base="security")
+    mirror.serve("bookworm", "arm64", _kernel(KVER_OLD, "6.1.150-1"))
+    pkg = debian.kernel_package("arm64")
+    assert (pkg.suite, pkg.package, pkg.version) == (
+        "bookworm-security",
+        f"linux-image-{KVER_NEW}",
+        "6.1.200-1",
+    )
+    tree, kver = debian.kernel_tree("arm64")
+    assert kver == KVER_NEW and (tree / f"boot/vmlinuz-{kver}").read_bytes() == VMLINUZ
+    # Warm: no mirror at all.
+    monkeypatch.setattr(debian, "MIRROR", UNREACHABLE)
+    monkeypatch.setattr(debian, "SECURITY_MIRROR", UNREACHABLE)
+    assert debian.kernel_package("arm64") == pkg
+    assert debian.kernel_tree("arm64") == (tree, kver)
+    # The amd64 kernel moving to the point release's version makes a fresh pairing.
+    monkeypatch.setattr(debian, "MIRROR", mirror.url)
+    monkeypatch.setattr(debian, "SECURITY_MIRROR", f"{mirror.url}/security")
+    amd64_kernel[0] = "6.1.150-1"
+    assert debian.kernel_package("arm64").package == f"linux-image-{KVER_OLD}"
+    assert debian.kernel_tree("arm64")[1] == KVER_OLD
+
+
+def test_kernel_package_without_a_match_takes_the_newest(mirror: FakeMirror, amd64_kernel: list[str]) -> None:
+    amd64_kernel[0] = "6.1.300-1"  # the host's lists are newer than the mirror (or older: same answer)
+    mirror.serve("bookworm-security", "arm64", _kernel(KVER_NEW, "6.1.200-1"), base="security")
+    mirror.serve("bookworm", "arm64", _kernel(KVER_OLD, "6.1.150-1"))
+    assert debian.kernel_package("arm64").version == "6.1.200-1"
+
+
+def test_kernel_package_with_an_unreadable_suite_needs_an_exact_match(
+    mirror: FakeMirror, amd64_kernel: list[str]
+) -> None:
+    """No security suite: fine if the point release has the amd64 version, an error otherwise."""
+    mirror.serve("bookworm", "arm64", _kernel(KVER_OLD, "6.1.150-1"))
+    with pytest.raises(debian.DebianError, match=r"no linux-image-arm64 \(= 6\.1\.200-1\) found: .*HTTP 404"):
+        debian.kernel_package("arm64")
+    amd64_kernel[0] = "6.1.150-1"
+    assert debian.kernel_package("arm64").suite == "bookworm"
+
+
+def test_host_suite_reads_os_release(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert debian.host_suite()  # whatever this machine runs
+    real = Path.read_text
+
+    def fake(path: Path, *args: Any, **kwargs: Any) -> str:
+        if str(path) == "/etc/os-release":
+            return 'PRETTY_NAME="Debian"\nVERSION_CODENAME="trixie"\n'
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", fake)
+    assert debian.host_suite() == "trixie"

@@ -1,8 +1,12 @@
 """The release fixture's boot payload: flavours, the newc writer, determinism, and the report script's
-parsers (run on the host with the very busybox the payload ships, so no boot is needed for them)."""
+parsers (run on the host with the very busybox the payload ships, so no boot is needed for them).
+The arm64 payload cannot boot here, so its shape is checked structurally (PE/ELF headers, squashfs
+listing, depmod)."""
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
 import json
 import os
 import re
@@ -16,6 +20,7 @@ import pytest
 from devstack import debian
 from devstack.release import payload as payload_module
 from devstack.release.payload import (
+    ARM64_IMAGE_MAGIC,
     SOURCE_DATE_EPOCH,
     CpioEntry,
     PayloadError,
@@ -26,6 +31,7 @@ from devstack.release.payload import (
     kernel_module,
     kernel_version,
     newc_archive,
+    normalise_kernel,
     read_newc,
     systemd_boot_suite,
 )
@@ -132,10 +138,18 @@ def test_build_is_deterministic(tmp_path: Path) -> None:
 
 
 def _sdmagic(efi: Path) -> str:
-    """The ``.sdmagic`` section systemd puts into its EFI binaries: ``#### LoaderInfo: <what> <ver> ####``."""
+    """The ``.sdmagic`` section systemd puts into its EFI binaries: ``#### LoaderInfo: <what> <ver> ####``.
+
+    bookworm's aarch64 binaries (252) have only ``.text`` and ``.data`` (made with ``objcopy -O binary``),
+    so there the marker is found in the file's bytes.
+    """
     pe = pefile.PE(str(efi), fast_load=True)
     try:
-        section = next(s for s in pe.sections if s.Name.rstrip(b"\0") == b".sdmagic")
+        section = next((s for s in pe.sections if s.Name.rstrip(b"\0") == b".sdmagic"), None)
+        if section is None:
+            match = re.search(rb"#### LoaderInfo: [^#\0]+ ####", efi.read_bytes())
+            assert match, f"no LoaderInfo marker in {efi}"
+            return match.group(0).decode()
         return section.get_data()[: section.Misc_VirtualSize].rstrip(b"\0").decode()
     finally:
         pe.close()
@@ -184,6 +198,163 @@ def test_cache_key_follows_the_stub_source(monkeypatch: pytest.MonkeyPatch) -> N
     with_trixie = payload_module._inputs_key("v1.10.3", flavour)
     monkeypatch.setattr(payload_module, "systemd_boot_suite", lambda version: None)
     assert payload_module._inputs_key("v1.10.3", flavour) != with_trixie
+
+
+# --------------------------------------------------------------------------------------------------
+# the arm64 payload (inspected, never booted)
+
+EM_AARCH64 = 0xB7
+PE_ARM64 = 0xAA64
+
+
+def _elf_machine(data: bytes) -> int:
+    assert data[:4] == b"\x7fELF" and data[4] == 2 and data[5] == 1, "not a little-endian ELF64 file"
+    return int.from_bytes(data[18:20], "little")
+
+
+def _pe_machine(path: Path) -> int:
+    pe = pefile.PE(str(path), fast_load=True)
+    try:
+        return int(pe.FILE_HEADER.Machine)
+    finally:
+        pe.close()
+
+
+def test_arm64_kernel_module_is_a_real_arm64_module() -> None:
+    ko = kernel_module("dummy", arch="arm64")
+    assert _elf_machine(ko) == EM_AARCH64
+    kver = kernel_version("arm64")
+    assert kver.endswith("-arm64") and f"vermagic={kver} ".encode() in ko
+    assert _elf_machine(kernel_module("dummy")) == 0x3E  # the default is still amd64's (EM_X86_64)
+    with pytest.raises(PayloadError, match="riscv64"):
+        kernel_module("dummy", arch="riscv64")
+
+
+def test_normalise_kernel_unpacks_gzip_and_checks_the_image_header() -> None:
+    image = b"MZ" + b"\0" * 0x36 + ARM64_IMAGE_MAGIC + b"PE\0\0" + b"\x01" * 64
+    assert normalise_kernel(image) is image
+    assert normalise_kernel(gzip.compress(image, mtime=0)) == image
+    with pytest.raises(PayloadError, match="not an EFI-stub Image"):
+        normalise_kernel(gzip.compress(b"\x7fELF" + b"\0" * 100))
+    with pytest.raises(PayloadError, match="not an EFI-stub Image"):
+        normalise_kernel(b"MZ" + b"\0" * 100)  # an x86 bzImage also starts with MZ
+
+
+def _unsquash(data: bytes, tmp_path: Path) -> Path:
+    sqsh = tmp_path / "rootfs.sqsh"
+    sqsh.write_bytes(data)
+    root = tmp_path / "root"
+    subprocess.run(
+        ["unsquashfs", "-no-progress", "-d", str(root), str(sqsh)], capture_output=True, check=True
+    )
+    return root
+
+
+@pytest.mark.parametrize(("version", "systemd"), [("v1.7.6", 252), ("v1.9.5", 252), ("v1.10.3", 257)])
+def test_arm64_payload_shape(version: str, systemd: int, tmp_path: Path) -> None:
+    payload = build_payload(version, tmp_path / "out", arch="arm64")
+    kver = payload.kernel_version
+    assert (payload.arch, payload.version) == ("arm64", version)
+    assert kver == kernel_version("arm64") and kver.endswith("-arm64")
+    assert [
+        p.name for p in (payload.vmlinuz, payload.initramfs, payload.systemd_stub, payload.systemd_boot)
+    ] == [
+        "vmlinuz",
+        "initramfs.xz",
+        "systemd-stub.efi",
+        "systemd-boot.efi",
+    ]
+
+    # the kernel: an uncompressed arm64 Image with its EFI stub (a PE/COFF AArch64 image)
+    image = payload.vmlinuz.read_bytes()
+    assert image[:2] == b"MZ" and image[0x38:0x3C] == ARM64_IMAGE_MAGIC == b"ARM\x64"
+    assert _pe_machine(payload.vmlinuz) == PE_ARM64
+
+    # systemd-stub/-boot: AArch64 PE, 252 (bookworm) before 1.10 and >= 257 (trixie) from 1.10
+    for path, what in ((payload.systemd_stub, "systemd-stub"), (payload.systemd_boot, "systemd-boot")):
+        assert _pe_machine(path) == PE_ARM64, path.name
+        major = _systemd_major(path, what)
+        assert major == 252 if systemd == 252 else major >= 257
+    efi = debian.systemd_boot_tree(systemd_boot_suite(version), "arm64") / "usr/lib/systemd/boot/efi"
+    assert payload.systemd_stub.read_bytes() == (efi / "linuxaa64.efi.stub").read_bytes()
+    assert payload.systemd_boot.read_bytes() == (efi / "systemd-bootaa64.efi").read_bytes()
+
+    # the initramfs: Talos' compression for the version, exactly init + rootfs.sqsh
+    raw = payload.initramfs.read_bytes()
+    assert raw[:4] == (b"\xfd7zX" if payload.flavour.compression == "xz" else b"\x28\xb5\x2f\xfd")
+    assert payload.flavour == PayloadFlavour.for_version(version)
+    entries, _ = read_newc(decompress(raw))
+    assert [(e.name, stat.S_IMODE(e.mode)) for e in entries] == [("init", 0o755), ("rootfs.sqsh", 0o644)]
+    assert _elf_machine(entries[0].data) == EM_AARCH64
+    assert (
+        entries[0].data == (debian.arch_package_tree("busybox-static", "arm64") / "bin/busybox").read_bytes()
+    )
+
+    # the rootfs: arm64 busybox, the flavour's modules dir with real arm64 modules, os-release
+    listing = "\n".join(_listing_of(entries[1].data, tmp_path))
+    assert " root/root " in listing and "1000/" not in listing
+    root = _unsquash(entries[1].data, tmp_path)
+    mods = root / payload.flavour.modules_dir / kver
+    assert f" /{payload.flavour.modules_dir}/{kver}/modules.dep\n" in listing + "\n"
+    if not payload.flavour.usr_merged:
+        assert not (root / "usr/lib/modules").exists()
+    for name in ("modules.order", "modules.builtin", "modules.builtin.modinfo", "modules.dep"):
+        assert (mods / name).is_file(), name
+    virtio_blk = mods / "kernel/drivers/block/virtio_blk.ko"
+    assert _elf_machine(virtio_blk.read_bytes()) == EM_AARCH64
+    assert "kernel/drivers/block/virtio_blk.ko:" in (mods / "modules.dep").read_text()
+    shell = root / ("usr/bin/busybox" if payload.flavour.usr_merged else "bin/busybox")
+    assert _elf_machine(shell.read_bytes()) == EM_AARCH64
+    if payload.flavour.usr_merged:
+        assert (root / "lib").readlink() == Path("usr/lib") and (root / "bin").readlink() == Path("usr/bin")
+    os_release = (root / "etc/os-release").read_text()
+    assert f"VERSION_ID={version}\n" in os_release and 'NAME="Talos"' in os_release
+
+    # depmod over it (as the imager does once extensions add modules) succeeds and sees the new one
+    extras = mods / "extras"
+    extras.mkdir()
+    (extras / "dummy.ko").write_bytes(kernel_module("dummy", arch="arm64"))
+    (mods / "modules.dep").unlink()
+    conf = tmp_path / "depmod.conf"
+    conf.write_text("search extras built-in\n")
+    base = root / "usr" if payload.flavour.usr_merged else root
+    subprocess.run(["depmod", "--all", "--basedir", str(base), "--config", str(conf), kver], check=True)
+    dep = (mods / "modules.dep").read_text()
+    assert "extras/dummy.ko:" in dep and "kernel/fs/squashfs/squashfs.ko:" in dep
+
+
+def _listing_of(data: bytes, tmp_path: Path) -> list[str]:
+    sqsh = tmp_path / "listing.sqsh"
+    sqsh.write_bytes(data)
+    return _listing(sqsh)
+
+
+def test_arm64_build_is_deterministic_and_cached_apart(tmp_path: Path) -> None:
+    """Two uncached arm64 builds give the same bytes; the cache keeps them apart from amd64's."""
+    a = build_payload("v1.12.4", tmp_path / "a", cache=False, arch="arm64")
+    b = build_payload("v1.12.4", tmp_path / "b", cache=False, arch="arm64")
+    for name in ("vmlinuz", "initramfs.xz", "systemd-stub.efi", "systemd-boot.efi"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    cached = build_payload("v1.12.4", tmp_path / "c", arch="arm64")
+    assert cached.initramfs.read_bytes() == a.initramfs.read_bytes() == b.initramfs.read_bytes()
+    amd64 = build_payload("v1.12.4", tmp_path / "d")
+    assert amd64.arch == "amd64" and amd64.vmlinuz.read_bytes() != cached.vmlinuz.read_bytes()
+    assert amd64.initramfs.read_bytes() != cached.initramfs.read_bytes()
+
+
+def test_arm64_cache_key_follows_the_arm64_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another arm64 kernel changes the arm64 payload's key but not amd64's."""
+    flavour = PayloadFlavour.for_version("v1.10.3")
+    amd64 = payload_module._inputs_key("v1.10.3", flavour)
+    arm64 = payload_module._inputs_key("v1.10.3", flavour, "arm64")
+    assert amd64 != arm64
+    real = debian.kernel_package("arm64")
+    other = dataclasses.replace(real, version=real.version + "+1", sha256="0" * 64)
+    monkeypatch.setattr(debian, "kernel_package", lambda arch: other)
+    assert payload_module._inputs_key("v1.10.3", flavour, "arm64") != arm64
+    assert payload_module._inputs_key("v1.10.3", flavour) == amd64
+    monkeypatch.setattr(payload_module, "systemd_boot_suite", lambda version: None)
+    assert payload_module._inputs_key("v1.10.3", flavour, "arm64") not in (arm64, amd64)
 
 
 # --------------------------------------------------------------------------------------------------
