@@ -10,9 +10,7 @@ from __future__ import annotations
 import io
 import os
 import subprocess
-import tarfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ import yaml
 
 from common.artifacts import schematic_extension
 from devstack.release.payload import Payload, build_payload, kernel_module
-from worker.imager import cpio
+from tests.support.initramfs import MAGIC, decompose, members, sqfs_tar
 from worker.imager.extensions import ExtensionError, ExtensionSource, embedded_config_extension
 from worker.imager.initramfs import build_initramfs, extract_member
 from worker.imager.tools import ToolError
@@ -31,7 +29,6 @@ ZSTD = "v1.12.4"  # zstd, usr-merged
 XZ = "v1.7.6"  # xz, /lib/…
 EPOCH = 1559424892
 SCHEMATIC_ID = "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba"
-MAGIC = {"xz": b"\xfd7zX", "zstd": b"\x28\xb5\x2f\xfd"}
 
 
 @pytest.fixture(scope="module")
@@ -43,61 +40,6 @@ def payloads(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Payload]:
 @pytest.fixture(scope="module")
 def dummy_ko() -> bytes:
     return kernel_module("dummy")
-
-
-@dataclass
-class Decomposed:
-    """The three parts of an initramfs built with extensions."""
-
-    early: list[tuple[cpio.Member, bytes]]
-    base_offset: int
-    compressed_magic: bytes
-    members: dict[str, tuple[cpio.Member, bytes]]
-    order: list[str]
-
-
-def _members(
-    stream: io.BytesIO | io.BufferedReader,
-) -> tuple[list[tuple[cpio.Member, bytes]], cpio.NewcReader]:
-    reader = cpio.NewcReader(stream)
-    return [(m, reader.read_data()) for m in reader], reader
-
-
-def decompose(out: Path, base: Path) -> Decomposed:
-    data = out.read_bytes()
-    vanilla = base.read_bytes()
-    stream = io.BytesIO(data)
-    early: list[tuple[cpio.Member, bytes]] = []
-    if data[:6] == b"070701":
-        early, _ = _members(stream)
-        cpio.skip_padding(stream)
-    offset = stream.tell()
-    assert data[offset : offset + len(vanilla)] == vanilla, "the vanilla initramfs must be carried unchanged"
-    tail = data[offset + len(vanilla) :]
-    tool = "xz" if tail[:4] == MAGIC["xz"] else "zstd"
-    raw = subprocess.run([tool, "-d", "-c"], input=tail, capture_output=True, check=True).stdout
-    entries, reader = _members(io.BytesIO(raw))
-    assert raw[reader.position :].strip(b"\0") == b"", "exactly one archive in the compressed part"
-    return Decomposed(
-        early=early,
-        base_offset=offset,
-        compressed_magic=tail[:4],
-        members={m.name: (m, d) for m, d in entries},
-        order=[m.name for m, _ in entries],
-    )
-
-
-def sqfs_tar(image: bytes, tmp_path: Path) -> dict[str, tuple[tarfile.TarInfo, bytes]]:
-    """A squashfs (given as bytes) listed through ``sqfs2tar``: member -> (header with xattrs, content)."""
-    path = tmp_path / f"img-{os.urandom(4).hex()}.sqsh"
-    path.write_bytes(image)
-    raw = subprocess.run(["sqfs2tar", str(path)], capture_output=True, check=True).stdout
-    out = {}
-    with tarfile.open(fileobj=io.BytesIO(raw)) as archive:
-        for member in archive:
-            f = archive.extractfile(member) if member.isfile() else None
-            out[member.name] = (member, f.read() if f else b"")
-    return out
 
 
 def sqfs_info(image: bytes, tmp_path: Path) -> str:
@@ -401,8 +343,8 @@ def test_extract_member(payloads: Mapping[str, Payload], tmp_path: Path, version
     extract_member(payload.initramfs, "rootfs.sqsh", tmp_path / "rootfs.sqsh")
     tool = "zstd" if payload.flavour.compression == "zstd" else "xz"
     raw = subprocess.run([tool, "-d", "-c", str(payload.initramfs)], capture_output=True, check=True).stdout
-    members, _ = _members(io.BytesIO(raw))
-    assert [m.name for m, _ in members] == ["init", "rootfs.sqsh"]
-    assert (tmp_path / "rootfs.sqsh").read_bytes() == members[1][1]
+    entries, _ = members(io.BytesIO(raw))
+    assert [m.name for m, _ in entries] == ["init", "rootfs.sqsh"]
+    assert (tmp_path / "rootfs.sqsh").read_bytes() == entries[1][1]
     with pytest.raises(ToolError, match="no missing"):
         extract_member(payload.initramfs, "missing", tmp_path / "x")
