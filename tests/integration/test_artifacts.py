@@ -186,9 +186,14 @@ def test_tampered_blob_in_the_registry_is_refused(registry: RegistryServer, tmp_
     assert manifest is not None
     layer = manifest.document["layers"][0]["digest"].split(":")[1]
     data = registry.data_dir / "docker/registry/v2/blobs/sha256" / layer[:2] / layer / "data"
-    data.write_bytes(data.read_bytes()[:-8] + b"tampered")
-    with pytest.raises(Exception, match="does not match its digest"), m.extension(ref, "amd64"):
-        pass
+    # the registry stores blobs once for all repositories: put the bytes back for other tests
+    original = data.read_bytes()
+    data.write_bytes(original[:-8] + b"tampered")
+    try:
+        with pytest.raises(Exception, match="does not match its digest"), m.extension(ref, "amd64"):
+            pass
+    finally:
+        data.write_bytes(original)
     assert "tree-" + manifest.digest.replace(":", "-") not in set(m.store.keys())
 
 
