@@ -24,7 +24,7 @@ from devstack.release.payload import (
     newc_archive,
     read_newc,
 )
-from tests.support.qemu import BootResult, Disk, boot, meta_disk
+from tests.support.qemu import BootResult, Disk, boot, esp_image, meta_disk
 
 pytestmark = pytest.mark.e2e
 
@@ -248,34 +248,6 @@ def test_extensions_firmware_microcode_and_meta(payloads: dict[str, Payload], tm
 # multi-profile UKI under the ≥ 1.10 payload's systemd-stub (trixie, ≥ 257)
 
 
-def _esp_disk(path: Path, files: dict[str, Path], size_mib: int = 64) -> Path:
-    """A GPT disk with one FAT32 EFI System Partition holding ``files`` (mkfs.vfat + mcopy, no mounts)."""
-    esp = path.with_suffix(".esp")
-    with esp.open("wb") as fh:
-        fh.truncate(size_mib << 20)
-    subprocess.run(["mkfs.vfat", "-F", "32", "-n", "EFI", str(esp)], check=True, capture_output=True)
-    for target, src in files.items():
-        parent = ""
-        for part in target.split("/")[:-1]:
-            parent += f"/{part}"
-            subprocess.run(
-                ["mmd", "-D", "s", "-i", str(esp), f"::{parent}"], check=False, capture_output=True
-            )
-        subprocess.run(["mcopy", "-i", str(esp), str(src), f"::/{target}"], check=True, capture_output=True)
-    with path.open("wb") as fh:
-        fh.truncate((size_mib + 2) << 20)  # 1 MiB before the partition, 1 MiB for the backup GPT
-    subprocess.run(
-        ["sgdisk", "-n", f"1:2048:+{size_mib}M", "-t", "1:ef00", "-c", "1:EFI", str(path)],
-        check=True,
-        capture_output=True,
-    )
-    with path.open("r+b") as fh, esp.open("rb") as src_fh:
-        fh.seek(1 << 20)
-        shutil.copyfileobj(src_fh, fh)
-    esp.unlink()
-    return path
-
-
 def test_multi_profile_uki_boots_main_profile_with_trixie_stub(tmp_path: Path) -> None:
     """A ≥ 1.10 payload's stub (systemd ≥ 257) boots profile 0 of a two-profile UKI.
 
@@ -301,7 +273,7 @@ def test_multi_profile_uki_boots_main_profile_with_trixie_stub(tmp_path: Path) -
         epoch=1559424892,
         out=uki,
     )
-    disk = _esp_disk(tmp_path / "esp.raw", {"EFI/BOOT/BOOTX64.EFI": uki})
+    disk = esp_image(tmp_path / "esp.img", {"EFI/BOOT/BOOTX64.EFI": uki})
     result = boot(firmware="uefi", disks=[Disk(disk)], timeout=TIMEOUT)
     report = _ok(result)
     assert report["cmdline"] == main, result.describe()

@@ -9,31 +9,26 @@ fixture release in a real registry, signature-verified pulls, enhancement, the b
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from common.artifacts.manager import ArtifactsManager
 from common.artifacts.versions import parse_tolerant
 from common.profile.cmdline import Cmdline
-from common.profile.enhance import BuildPlan, enhance
 from common.profile.meta import META_ENV_VAR, decode_environment
-from common.profile.path import parse_path
-from common.schematic.emit import marshal, schematic_id
+from common.schematic.emit import schematic_id
 from common.schematic.model import Customization, MetaValue, Schematic
 from devstack.release.release import Release
-from tests.support.artifacts import manager
-from tests.support.qemu import BootResult, Disk, boot
-from worker.imager.build import BuildResult, build, kernel_cmdline
+from tests.support.imager import ImagerHarness, imager_harness
+from tests.support.qemu import BootResult, Disk, boot, esp_image
+from worker.imager.build import kernel_cmdline
 
 pytestmark = pytest.mark.e2e
 
 TIMEOUT = 240
-EXTERNAL_URL = "http://factory.test/"
 META = ((0x0A, '{"externalIPs":["1.2.3.4"]}'), (0x0C, "hello META"))
 ARGS = ("console=ttyS0", "-consoleblank", "image.factory=test")
 SCHEMATIC = Schematic(
@@ -45,37 +40,13 @@ SCHEMATIC = Schematic(
 )
 
 
-@dataclass
-class Factory:
-    artifacts: ArtifactsManager
-    release: Release
-    out: Path
-    scratch: Path
-
-    def plan(self, path: str, version: str, schematic: Schematic = SCHEMATIC) -> BuildPlan:
-        return enhance(
-            parse_path(path),
-            schematic,
-            schematic_id=schematic_id(schematic),
-            schematic_yaml=marshal(schematic),
-            version=version,
-            catalogs=self.artifacts,
-        )
-
-    def build(self, path: str, version: str, schematic: Schematic = SCHEMATIC) -> BuildResult:
-        plan = self.plan(path, version, schematic)
-        dest = self.out / version / plan.key
-        return build(
-            plan, sources=self.artifacts, external_url=EXTERNAL_URL, dest=dest, scratch_root=self.scratch
-        )
+Factory = ImagerHarness
 
 
 @pytest.fixture(scope="module")
 def factory(fixture_release: Release, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Factory]:
-    root = tmp_path_factory.mktemp("imager")
-    artifacts, _ = manager(fixture_release, root / "store")
-    yield Factory(artifacts, fixture_release, root / "out", root / "scratch")
-    assert not any((root / "scratch").iterdir()), "a build left its scratch folder behind"
+    with imager_harness(fixture_release, tmp_path_factory.mktemp("imager"), SCHEMATIC) as harness:
+        yield harness
 
 
 def _ok(result: BootResult) -> dict[str, Any]:
@@ -107,17 +78,12 @@ def _expected_extensions(factory: Factory, version: str, schematic: Schematic) -
                 for p in sorted(rootfs.rglob("*"))
                 if p.is_file() and not str(p.relative_to(rootfs)).startswith(firmware)
             }
-            manifest = (image.fs / "manifest.yaml").read_text()
-        version_line = next(
-            line
-            for line in manifest.splitlines()
-            if line.strip().startswith("version:") and "v1alpha1" not in line
-        )
+            metadata = yaml.safe_load((image.fs / "manifest.yaml").read_text())["metadata"]
         expected.append(
             {
                 "image": f"{index}.sqsh",
-                "name": name.split("/")[-1],
-                "version": version_line.split(":", 1)[1].strip(),
+                "name": metadata["name"],
+                "version": metadata["version"],
                 "files": files,
             }
         )
@@ -157,8 +123,8 @@ def _check_cmdline(cmdline: str, version: str, *, iso: bool) -> None:
     assert (parsed.get("talos.halt_if_installed") == ["1"]) is (
         iso and parse_tolerant(version) >= parse_tolerant("v1.8.0")
     )
-    (env,) = parsed.get("talos.environment") or [None]
-    assert env is not None and env.startswith(META_ENV_VAR + "=")
+    (env,) = parsed.get("talos.environment") or [""]
+    assert env.startswith(META_ENV_VAR + "=")
     assert decode_environment(env.split("=", 1)[1]) == list(META)
 
 
@@ -224,19 +190,6 @@ def test_iso_boots(factory: Factory, version: str, bootloader: str, firmware: st
 # --- 3. UKI from an ESP under OVMF ----------------------------------------------------------------
 
 
-def _esp(uki: Path, dest: Path) -> Path:
-    image = dest / "esp.img"
-    with open(image, "wb") as f:
-        f.truncate(64 * 1024 * 1024)
-    subprocess.run(["mkfs.vfat", "-F", "32", str(image)], check=True, capture_output=True)
-    for directory in ("::/EFI", "::/EFI/BOOT"):
-        subprocess.run(["mmd", "-i", str(image), directory], check=True, capture_output=True)
-    subprocess.run(
-        ["mcopy", "-i", str(image), str(uki), "::/EFI/BOOT/BOOTX64.EFI"], check=True, capture_output=True
-    )
-    return image
-
-
 @pytest.mark.parametrize("version", ["v1.9.5", "v1.12.4"])
 def test_uki_boots_from_an_esp(factory: Factory, version: str, tmp_path: Path) -> None:
     uki = factory.build("metal-amd64-uki.efi", version)
@@ -245,6 +198,7 @@ def test_uki_boots_from_an_esp(factory: Factory, version: str, tmp_path: Path) -
     # no META in a UKI (upstream passes none), and the schematic's args only from Talos 1.10 on
     assert "talos.environment" not in cmdline
     assert ("image.factory=test" in cmdline) is (parse_tolerant(version) >= parse_tolerant("v1.10.0"))
-    report = _ok(boot(firmware="uefi", disks=[Disk(_esp(uki.path, tmp_path))], timeout=TIMEOUT))
+    esp = esp_image(tmp_path / "esp.img", {"EFI/BOOT/BOOTX64.EFI": uki.path})
+    report = _ok(boot(firmware="uefi", disks=[Disk(esp)], timeout=TIMEOUT))
     assert report["boot"] == "uefi"
     _check_report(report, factory, version, cmdline)

@@ -5,23 +5,19 @@ errors, and arm64 outputs, built from the fixture release through verified pulls
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pefile
 import pytest
 import yaml
 
-from common.artifacts.manager import ArtifactsManager
 from common.artifacts.versions import parse_tolerant
-from common.profile.enhance import BuildPlan, enhance
-from common.profile.path import parse_path
 from common.schematic.emit import marshal, schematic_id
 from common.schematic.model import Customization, MetaValue, Schematic
 from devstack.release.release import Release
-from tests.support.artifacts import manager
+from tests.support.imager import ImagerHarness, imager_harness
 from tests.support.initramfs import decompose
-from worker.imager.build import BuildResult, build
+from worker.imager.build import build
 from worker.imager.extensions import ExtensionError
 
 pytestmark = pytest.mark.integration
@@ -34,42 +30,13 @@ EXTENSIONS = Schematic(
 )
 
 
-@dataclass
-class Factory:
-    artifacts: ArtifactsManager
-    root: Path
-
-    def plan(self, path: str, version: str, schematic: Schematic = EMPTY) -> BuildPlan:
-        return enhance(
-            parse_path(path),
-            schematic,
-            schematic_id=schematic_id(schematic),
-            schematic_yaml=marshal(schematic),
-            version=version,
-            catalogs=self.artifacts,
-        )
-
-    def build(self, path: str, version: str, schematic: Schematic = EMPTY, dest: str = "out") -> BuildResult:
-        plan = self.plan(path, version, schematic)
-        return build(
-            plan,
-            sources=self.artifacts,
-            external_url="http://factory.test/",
-            dest=self.root / dest / plan.key,
-            scratch_root=self.root / "scratch",
-        )
-
-    def base_initramfs(self, version: str, arch: str = "amd64") -> Path:
-        with self.artifacts.imager(parse_tolerant(version)) as imager:
-            return imager.fs / "usr/install" / arch / "initramfs.xz"
+Factory = ImagerHarness
 
 
 @pytest.fixture(scope="module")
 def factory(fixture_release: Release, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Factory]:
-    root = tmp_path_factory.mktemp("imager")
-    artifacts, _ = manager(fixture_release, root / "store")
-    yield Factory(artifacts, root)
-    assert not any((root / "scratch").iterdir()), "a build left its scratch folder behind"
+    with imager_harness(fixture_release, tmp_path_factory.mktemp("imager")) as harness:
+        yield harness
 
 
 def since(version: str, minimum: str) -> bool:
@@ -212,12 +179,12 @@ def test_incompatible_extension_is_a_400_and_leaves_nothing(factory: Factory) ->
             sources=factory.artifacts,
             external_url="http://x/",
             dest=dest,
-            scratch_root=factory.root / "scratch",
+            scratch_root=factory.scratch,
         )
     assert err.value.status == 400
     assert "siderolabs/hello-world" in str(err.value) and "v1.9.5" in str(err.value)
     assert not dest.exists() or not any(dest.iterdir())
-    assert not any((factory.root / "scratch").iterdir())
+    assert not any(factory.scratch.iterdir())
 
 
 def test_arm64_iso_is_uefi_only_with_sd_boot(factory: Factory, tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "BootResult",
     "Disk",
     "boot",
+    "esp_image",
     "meta_disk",
     "qemu_available",
     "talos_adv",
@@ -304,4 +305,19 @@ def meta_disk(path: Path, values: Mapping[int, bytes | str] | None, *, size_mib:
         with path.open("r+b") as fh:
             fh.seek(meta_start * 512)
             fh.write(adv + adv)
+    return path
+
+
+def esp_image(path: Path, files: dict[str, Path | bytes]) -> Path:
+    """A FAT ESP as a plain file (mkfs.vfat + mtools, no mounting); OVMF boots it as removable media."""
+    subprocess.run(["mkfs.vfat", "-C", str(path), "65536"], check=True, capture_output=True)
+    dirs = {"/".join(Path(name).parts[:i]) for name in files for i in range(1, len(Path(name).parts))}
+    for d in sorted(dirs, key=len):
+        subprocess.run(["mmd", "-i", str(path), f"::/{d}"], check=True)
+    for name, content in files.items():
+        src = content
+        if isinstance(content, bytes):
+            src = path.with_name(Path(name).name + ".tmp")
+            src.write_bytes(content)
+        subprocess.run(["mcopy", "-o", "-i", str(path), str(src), f"::/{name}"], check=True)
     return path

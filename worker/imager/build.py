@@ -229,10 +229,6 @@ class _Build:
         epoch: int,
         out: Path,
     ) -> None:
-        if not self.quirks.supports_uki():
-            raise NotImplementedYetError(
-                "UKI output is not supported in this Talos version"
-            )  # validate() catches it
         if self.profile.secureboot_enabled:
             raise NotImplementedYetError("Secure Boot assets are not built by this factory yet")
         build_uki(

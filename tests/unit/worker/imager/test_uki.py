@@ -22,7 +22,7 @@ import pefile
 import pytest
 
 from devstack.release.payload import Payload, build_payload
-from tests.support.qemu import BootResult, Disk, boot
+from tests.support.qemu import BootResult, Disk, boot, esp_image
 from worker.imager.splash import splash_bmp
 from worker.imager.uki import (
     APPENDED_CHARACTERISTICS,
@@ -500,21 +500,6 @@ SPLASH_PROBES = [
     ((137, 0), (0x2E, 0xB8, 0xA6)),
     ((190, 190), (0x14, 0x17, 0x1C)),
 ]
-
-
-def esp_image(path: Path, files: dict[str, Path | bytes]) -> Path:
-    """A FAT ESP as a plain file (mkfs.vfat + mtools, no mounting); OVMF boots it as removable media."""
-    subprocess.run(["mkfs.vfat", "-C", str(path), "65536"], check=True, capture_output=True)
-    dirs = {"/".join(Path(name).parts[:i]) for name in files for i in range(1, len(Path(name).parts))}
-    for d in sorted(dirs, key=len):
-        subprocess.run(["mmd", "-i", str(path), f"::/{d}"], check=True)
-    for name, content in files.items():
-        src = content
-        if isinstance(content, bytes):
-            src = path.with_name(Path(name).name + ".tmp")
-            src.write_bytes(content)
-        subprocess.run(["mcopy", "-o", "-i", str(path), str(src), f"::/{name}"], check=True)
-    return path
 
 
 def splash_seen(ppm: bytes) -> bool:
