@@ -30,7 +30,6 @@ from __future__ import annotations
 import enum
 import lzma
 import os
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from common.errors import InvalidInputError
 from common.profile.model import Bootloader, SDBootEnrollKeys
 from common.profile.quirks import Quirks
 from worker.imager import tools
+from worker.imager.staging import Stage, fat_copy
 
 __all__ = [
     "IsoGenerator",
@@ -245,119 +245,10 @@ def native_args(version: str, epoch: int) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------------
-# staging
-
-
-class _Stage:
-    """The scratch tree of one ISO plus what must not be touched (hard links to read-only inputs)."""
-
-    def __init__(self, workdir: Path, epoch: int) -> None:
-        if epoch < 0:
-            raise ValueError(f"epoch must not be negative: {epoch}")
-        workdir = workdir.absolute()
-        self.workdir = workdir
-        self.tree = workdir / "iso"
-        self.epoch = epoch
-        self.linked: set[Path] = set()
-        self.tmp = workdir / "tmp"
-        self.tree.mkdir(mode=0o755)
-        self.tmp.mkdir(mode=0o755)
-
-    @property
-    def env(self) -> dict[str, str]:
-        """Tool environment: SOURCE_DATE_EPOCH as upstream's process has it, temp files kept in workdir."""
-        return {
-            "SOURCE_DATE_EPOCH": str(self.epoch),
-            "GRUB_FAT_SERIAL_NUMBER": f"{self.epoch & 0xFFFFFFFF:x}",
-            "TMPDIR": str(self.tmp),
-        }
-
-    def mkdir(self, rel: str) -> Path:
-        path = self.tree / rel
-        path.mkdir(mode=0o755, parents=True, exist_ok=True)
-        return path
-
-    def write(self, rel: str, data: bytes, mode: int = 0o644) -> Path:
-        path = self.tree / rel
-        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        path.write_bytes(data)
-        path.chmod(mode)
-        return path
-
-    def copy(self, src: Path, rel: str) -> Path:
-        """A private copy (its timestamps get touched and it goes into FAT images)."""
-        dst = self.tree / rel
-        dst.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
-        dst.chmod(0o644)
-        return dst
-
-    def link(self, src: Path, rel: str) -> Path:
-        """Hard link (copy across filesystems) for files that only go into the ISO9660 tree.
-
-        They are never touched (that would change the shared input's inode); xorriso's
-        ``-volume_date all_file_dates`` fixes their dates in the ISO, and grub-mkrescue's ``-r``
-        their owner and mode.
-        """
-        dst = self.tree / rel
-        dst.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        try:
-            os.link(src, dst)
-        except OSError:
-            return self.copy(src, rel)
-        self.linked.add(dst)
-        return dst
-
-    def touch(self) -> None:
-        """``utils.TouchFiles``: every staged path gets the epoch as atime and mtime.
-
-        Directories also get mode 0755 whatever the umask (xorrisofs records modes without ``-r``).
-        """
-        stamp = (self.epoch, self.epoch)
-        for dirpath, dirnames, filenames in os.walk(self.tree):
-            for name in dirnames:
-                Path(dirpath, name).chmod(0o755)
-                os.utime(Path(dirpath, name), stamp)
-            for name in filenames:
-                path = Path(dirpath, name)
-                if path not in self.linked:
-                    os.utime(path, stamp, follow_symlinks=False)
-        self.tree.chmod(0o755)
-        os.utime(self.tree, stamp)
-
-
-def _fat_copy(image: Path, root: Path, names: Sequence[str], env: Mapping[str, str]) -> None:
-    """Copies ``root/<name>`` trees into the FAT ``image`` like ``mcopy -s -p -Q -m``, in sorted order.
-
-    ``mcopy -s`` would follow the host's readdir order (hash order on ext4, different per filesystem),
-    which decides the order of directory entries and clusters; one ``mmd`` then one ``mcopy`` per
-    directory with sorted names gives the same image everywhere.
-    """
-    dirs: list[str] = []
-    files: dict[str, list[Path]] = {}
-    for name in names:
-        top = root / name
-        if top.is_dir():
-            dirs.append(name)
-            for dirpath, dirnames, filenames in os.walk(top):
-                dirnames.sort()
-                rel = Path(dirpath).relative_to(root).as_posix()
-                dirs += [f"{rel}/{d}" for d in dirnames]
-                if filenames:
-                    files[rel] = [Path(dirpath, f) for f in sorted(filenames)]
-        else:
-            files.setdefault("", []).append(top)
-    if dirs:
-        tools.run(["mmd", "-i", image, *(f"::/{d}" for d in dirs)], env=env)
-    for rel, paths in files.items():
-        tools.run(["mcopy", "-p", "-Q", "-m", "-i", image, *paths, f"::/{rel}/" if rel else "::/"], env=env)
-
-
-# --------------------------------------------------------------------------------------------------
 # the three preparations (CreateGRUB / CreateUEFI) and the final commands
 
 
-def _prepare_grub(stage: _Stage, inputs: IsoInputs) -> None:
+def _prepare_grub(stage: Stage, inputs: IsoInputs) -> None:
     """``CreateGRUB``'s tree: kernel, initramfs and grub.cfg under ``boot/``."""
     stage.link(inputs.kernel, "boot/vmlinuz")
     stage.link(inputs.initramfs, "boot/initramfs.xz")
@@ -378,7 +269,7 @@ def _efiboot_size(sd_boot: Path, uki: Path) -> int:
     return max(size, _FAT32_MIN_BYTES)
 
 
-def _prepare_uefi(stage: _Stage, inputs: IsoInputs) -> Path:
+def _prepare_uefi(stage: Stage, inputs: IsoInputs) -> Path:
     """``CreateUEFI``: ``efiboot.img`` (FAT with sd-boot, the UKI and loader config) and the same files
     as plain ISO9660 files; returns the image path (inside the tree, excluded from the ISO by ``-m``).
     """
@@ -407,7 +298,7 @@ def _prepare_uefi(stage: _Stage, inputs: IsoInputs) -> Path:
             stage.copy(src, f"loader/keys/auto/{name}")
     stage.touch()
 
-    _fat_copy(efiboot, stage.tree, ["EFI", "loader"], env)
+    fat_copy(efiboot, stage.tree, ["EFI", "loader"], env)
     # read-only, so systemd-boot ≥261.2 leaves it alone and older ones fail the open before writing
     tools.run(["mattrib", "-i", efiboot, "+r", "::/loader/random-seed"], env=env)
     return efiboot
@@ -432,7 +323,7 @@ def _grub_copy_modules(src: Path, dst: Path) -> None:
         (dst / name).chmod(0o644)
 
 
-def _prepare_grub_efi(stage: _Stage, inputs: IsoInputs) -> list[str]:
+def _prepare_grub_efi(stage: Stage, inputs: IsoInputs) -> list[str]:
     """The UEFI half of a GRUB ISO, as grub-mkrescue makes it for each EFI platform directory.
 
     Returns the extra mkisofs arguments. The core images look for the ISO by its volume UUID (the
@@ -465,7 +356,7 @@ def _prepare_grub_efi(stage: _Stage, inputs: IsoInputs) -> list[str]:
     efi_img = stage.tree / "efi.img"
     serial = env["GRUB_FAT_SERIAL_NUMBER"]
     tools.run(["mformat", "-C", "-f", "2880", "-L", "16", "-N", serial, "-i", efi_img, "::"], env=env)
-    _fat_copy(efi_img, efi_root, ["efi"], env)
+    fat_copy(efi_img, efi_root, ["efi"], env)
     stage.touch()
     return ["--efi-boot", "efi.img", "-efi-boot-part", "--efi-boot-image"]
 
@@ -506,7 +397,7 @@ def build_iso(generator: IsoGenerator, inputs: IsoInputs, out: Path, *, workdir:
 
     The same inputs and ``epoch`` always give the same bytes.
     """
-    stage = _Stage(workdir, epoch)
+    stage = Stage(workdir, epoch)
     env = stage.env
     native = ["--", *native_args(inputs.version, epoch)]
     cmd: list[str | os.PathLike[str]]
