@@ -45,6 +45,7 @@ __all__ = [
     "arch_package_tree",
     "cache_dir",
     "deb_file",
+    "grub_arm64_efi_dir",
     "grub_dirs",
     "host_suite",
     "kernel_package",
@@ -81,6 +82,10 @@ SYSTEM_PACKAGES: tuple[str, ...] = (
     "dosfstools",  # mkfs.vfat
     "squashfs-tools-ng",  # tar2sqfs: extension squashfs with SELinux xattrs from PAX records
     "cpio",
+    "xfsprogs",  # mkfs.xfs: the BOOT partition of GRUB and dual-boot disk images
+    "libfaketime",  # a frozen clock for mkfs.xfs 6.1, which ignores SOURCE_DATE_EPOCH
+    "pigz",  # .gz and .tar.gz outputs
+    "fdisk",  # tests only: sfdisk reads the GPTs the imager writes
     # packages of other suites (suite_deb_file): InRelease signatures and the keys to check them with
     "gpgv",
     "debian-archive-keyring",
@@ -333,6 +338,14 @@ def grub_dirs() -> tuple[Path, Path]:
         if not path.is_dir():
             raise DebianError(f"{path} missing from the extracted GRUB package")
     return pc, efi
+
+
+def grub_arm64_efi_dir() -> Path:
+    """GRUB's ``arm64-efi`` module directory (the host suite's arm64 package; host grub-mkimage uses it)."""
+    path = arch_package_tree("grub-efi-arm64-bin", "arm64") / "usr/lib/grub/arm64-efi"
+    if not path.is_dir():
+        raise DebianError(f"{path} missing from the extracted GRUB package")
+    return path
 
 
 # --------------------------------------------------------------------------------------------------

@@ -75,6 +75,16 @@ class OverlayRef:
 
 
 @dataclass(frozen=True)
+class ImageDependency:
+    """An image pinned for a build: pulled (and signature-checked) by ``digest``, one arch's manifest."""
+
+    repository: str  # repository path under the core registry, e.g. siderolabs/installer-base
+    digest: str  # what the tag resolved to (the signed index)
+    manifest_digest: str  # the linux/<arch> manifest inside it
+    reference: str  # <registry>/<path>@<manifest_digest>, as upstream's name.Digest prints it
+
+
+@dataclass(frozen=True)
 class TalosctlTuple:
     os: str
     arch: str

@@ -23,6 +23,7 @@ from typing import IO, Any, TypeVar
 from common.artifacts import versions as v
 from common.artifacts.catalog import (
     ExtensionRef,
+    ImageDependency,
     OverlayRef,
     TalosctlTuple,
     parse_extensions,
@@ -313,20 +314,40 @@ class ArtifactsManager:
     def overlay(self, ref: OverlayRef, arch: str) -> AbstractContextManager[UnpackedImage]:
         return self.image_by_digest(ref.ref.repository, ref.digest, arch)
 
-    @contextmanager
-    def installer_base(self, version: v.Version, arch: str) -> Iterator[ImageLayers]:
-        """The installer base's manifest, config and compressed layer blobs, as pulled."""
+    def installer_dependency(self, version: v.Version, arch: str) -> ImageDependency:
+        """The installer base a build of ``version`` for ``arch`` uses, pinned to its platform manifest.
+
+        Upstream HEAD binds the installer profile's ``imageRef`` to this digest reference, so a moved
+        tag gives a new cache key instead of a stale asset.
+        """
         repository = self.installer_repository(version)
         missing = f"version {version} is not available"
         client, digest = self._resolve(repository, self.require(version), missing)
-        manifest, config = self._pull(client, digest, arch)
+        manifest, _ = self._pull(client, digest, arch)
+        return ImageDependency(
+            repository=repository,
+            digest=digest,
+            manifest_digest=manifest.digest,
+            reference=f"{client.repo.reference}@{manifest.digest}",
+        )
+
+    @contextmanager
+    def installer_base(self, dependency: ImageDependency, arch: str) -> Iterator[ImageLayers]:
+        """The installer base's manifest, config and compressed layer blobs, as pulled (by digest)."""
+        client = self.client(dependency.repository)
+        manifest, config = self._pull(client, dependency.digest, arch)
+        if manifest.digest != dependency.manifest_digest:
+            raise RegistryError(
+                f"{client.repo.path}@{dependency.digest} now has linux/{arch} manifest {manifest.digest}, "
+                f"not {dependency.manifest_digest}"
+            )
         document = manifest.document
         with ExitStack() as stack:
             layers = [
                 (descriptor, stack.enter_context(self._blob(client, descriptor)))
                 for descriptor in document["layers"]
             ]
-            yield ImageLayers(digest=digest, manifest=document, config=config, layers=layers)
+            yield ImageLayers(digest=dependency.digest, manifest=document, config=config, layers=layers)
 
     # --- pulling and unpacking ---------------------------------------------------------------
 

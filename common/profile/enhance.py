@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from common.artifacts.catalog import ExtensionRef, OverlayRef
+from common.artifacts.catalog import ExtensionRef, ImageDependency, OverlayRef
 from common.artifacts.versions import Version, parse_tolerant
 from common.errors import InvalidInputError, NotImplementedYetError
 from common.profile.hash import profile_hash
@@ -67,6 +67,8 @@ class Catalogs(Protocol):
 
     def official_overlays(self, version: Version) -> list[OverlayRef]: ...
 
+    def installer_dependency(self, version: Version, arch: str) -> ImageDependency: ...
+
 
 @dataclass(frozen=True)
 class ImageSource:
@@ -87,6 +89,7 @@ class BuildPlan:
     extensions: list[ImageSource] = field(default_factory=list)  # official ones, profile order
     overlay: OverlayRef | None = None
     embedded_config: str = ""
+    installer_base: ImageDependency | None = None  # installer outputs only
 
     @property
     def key(self) -> str:
@@ -143,8 +146,13 @@ def enhance(
         raise InvalidInputError(f"overlay is not supported for Talos version {version}")
 
     if kind is OutputKind.INSTALLER:
-        # The installer base image and its layout arrive with the installer outputs.
-        raise NotImplementedYetError("installer images are not built by this factory yet")
+        dependency = catalogs.installer_dependency(parse_tolerant(version), prof.arch)
+        # upstream HEAD: the ref is the immutable platform-manifest digest (it is what the hash sees);
+        # the OCI path's base name is upstream's <arch>-installer-<tag>
+        prof.input.base_installer = ContainerAsset(
+            image_ref=dependency.reference, oci_path=f"{prof.arch}-installer-{version}"
+        )
+        plan.installer_base = dependency
 
     if builds_initramfs:
         parsed = parse_tolerant(version)

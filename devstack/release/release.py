@@ -29,7 +29,7 @@ from common.cosign import (
 )
 from common.profile.quirks import Quirks
 from common.registry.client import RegistryClient
-from devstack.debian import grub_dirs
+from devstack.debian import grub_arm64_efi_dir, grub_dirs
 from devstack.release import content
 from devstack.release.oci import Image, Layer, Pushed, file, layer, push_index, tree
 from devstack.release.payload import ARCHES, PayloadFlavour, build_payload, kernel_module, kernel_version
@@ -168,7 +168,13 @@ def build_release(
     # Every architecture's kernel is fetched here, once, before the versions are built in parallel.
     modules = {arch: (kernel_version(arch), kernel_module("dummy", arch)) for arch in ARCHES}
     i386_pc, x86_64_efi = grub_dirs()
-    grub_layer = layer([*tree(i386_pc, "usr/lib/grub/i386-pc"), *tree(x86_64_efi, "usr/lib/grub/x86_64-efi")])
+    grub_layer = layer(
+        [
+            *tree(i386_pc, "usr/lib/grub/i386-pc"),
+            *tree(x86_64_efi, "usr/lib/grub/x86_64-efi"),
+            *tree(grub_arm64_efi_dir(), "usr/lib/grub/arm64-efi"),
+        ]
+    )
     release = Release(
         registry=registry,
         namespace=namespace,

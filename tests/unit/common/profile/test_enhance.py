@@ -6,10 +6,11 @@ import re
 
 import pytest
 
-from common.artifacts.catalog import ExtensionRef, OverlayRef, TaggedRef
+from common.artifacts.catalog import ExtensionRef, ImageDependency, OverlayRef, TaggedRef
 from common.artifacts.versions import Version
 from common.errors import InvalidInputError, NotImplementedYetError
 from common.profile.enhance import BuildPlan, enhance
+from common.profile.hash import profile_yaml
 from common.profile.model import Bootloader, MetaValue, SDBootEnrollKeys, SecureBootAssets
 from common.profile.path import parse_path
 from common.schematic.emit import marshal, schematic_id
@@ -39,6 +40,14 @@ class FakeCatalogs:
     def official_overlays(self, version: Version) -> list[OverlayRef]:
         self.asked.append(f"overlays {version}")
         return [OverlayRef("rpi_generic", TaggedRef("ghcr.io", "siderolabs/sbc-raspberrypi", "v1"), DIGEST_A)]
+
+    def installer_dependency(self, version: Version, arch: str) -> ImageDependency:
+        self.asked.append(f"installer {version} {arch}")
+        repository = (
+            "siderolabs/installer-base" if version >= Version.parse("1.10.0") else "siderolabs/installer"
+        )
+        manifest = DIGEST_C if arch == "amd64" else DIGEST_B
+        return ImageDependency(repository, DIGEST_A, manifest, f"ghcr.io/{repository}@{manifest}")
 
 
 def plan_for(path: str, customization: Customization, version: str = "v1.12.4", **kw: object) -> BuildPlan:
@@ -186,10 +195,29 @@ def test_overlay_gates() -> None:
         plan_for("metal-arm64.raw.xz", Customization(), overlay=overlay)
 
 
-def test_installer_is_refused_until_installers_exist() -> None:
-    with pytest.raises(NotImplementedYetError) as err:
-        plan_for("installer-amd64.tar", Customization())
-    assert err.value.status == 501
+def test_installer_is_pinned_to_the_base_installer_platform_manifest() -> None:
+    plan = plan_for("installer-arm64.tar", FULL)
+    base = plan.profile.input.base_installer
+    # upstream HEAD: imageRef is the digest reference of the arch's manifest, ociPath <arch>-installer-<tag>
+    assert base.image_ref == f"ghcr.io/siderolabs/installer-base@{DIGEST_B}"
+    assert base.oci_path == "arm64-installer-v1.12.4"
+    assert plan.installer_base == ImageDependency(
+        "siderolabs/installer-base", DIGEST_A, DIGEST_B, f"ghcr.io/siderolabs/installer-base@{DIGEST_B}"
+    )
+    # installers carry extensions and (from 1.10) the extra args, never META
+    assert len(plan.profile.input.system_extensions) == 3
+    assert plan.profile.customization.extra_kernel_args == ["console=ttyS1", "-selinux"]
+    assert plan.profile.customization.meta_contents == []
+    old = plan_for("installer-amd64.tar", FULL, version="v1.9.5")
+    assert old.profile.input.base_installer.image_ref == f"ghcr.io/siderolabs/installer@{DIGEST_C}"
+    assert old.profile.customization.extra_kernel_args == []
+
+
+def test_installer_key_follows_the_pinned_base() -> None:
+    amd = plan_for("installer-amd64.tar", Customization())
+    arm = plan_for("installer-arm64.tar", Customization())
+    assert amd.key != arm.key
+    assert ("installer-base@" + DIGEST_C).encode() in profile_yaml(amd.profile)
 
 
 def test_key_depends_on_what_is_built_not_on_the_request_shape() -> None:
