@@ -17,12 +17,13 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from common.artifacts import schematic_extension
-from common.artifacts.manager import UnpackedImage
+from common.artifacts.catalog import ImageDependency
+from common.artifacts.manager import ImageLayers, UnpackedImage
 from common.artifacts.versions import Version, parse_tolerant
 from common.errors import NotImplementedYetError
 from common.profile.cmdline import build_cmdline
@@ -31,8 +32,12 @@ from common.profile.fill import fill_defaults, output_name, validate
 from common.profile.model import Bootloader, OutFormat, OutputKind, Profile, SDBootEnrollKeys
 from common.profile.quirks import Quirks
 from worker.imager import tools
+from worker.imager.compress import compress
+from worker.imager.disk import META_DISK_IMAGE_BOOTLOADER, DiskInputs, build_disk
 from worker.imager.extensions import ExtensionSource, embedded_config_extension
+from worker.imager.formats import convert
 from worker.imager.initramfs import build_initramfs
+from worker.imager.installer import build_installer_image, write_docker_archive
 from worker.imager.iso import IsoGenerator, IsoInputs, build_iso, select_generator
 from worker.imager.scratch import disk_usage, scratch
 from worker.imager.uki import UKIProfile, build_uki
@@ -52,6 +57,10 @@ class Sources(Protocol):
     def image_by_digest(
         self, repository: str, digest: str, arch: str
     ) -> AbstractContextManager[UnpackedImage]: ...
+
+    def installer_base(
+        self, dependency: ImageDependency, arch: str
+    ) -> AbstractContextManager[ImageLayers]: ...
 
 
 @dataclass(frozen=True)
@@ -153,8 +162,6 @@ class _Build:
         if kind is OutputKind.CMDLINE:
             out.write_text(self.cmdline())
             return
-        if kind not in (OutputKind.INITRAMFS, OutputKind.UKI, OutputKind.ISO):
-            raise NotImplementedYetError(f"{kind} outputs are not built by this factory yet")
 
         initramfs = out if kind is OutputKind.INITRAMFS else self.work / "initramfs.xz"
         scratch_dir = self.work / "initramfs"
@@ -177,8 +184,24 @@ class _Build:
         if kind is OutputKind.UKI:
             profiles: list[UKIProfile] | None = [] if self.quirks.supports_uki_profiles() else None
             self.uki(payload, initramfs, cmdline, profiles, epoch, out)
-            return
+        elif kind is OutputKind.ISO:
+            self.iso(payload, grub, initramfs, cmdline, epoch, out)
+        elif kind is OutputKind.IMAGE:
+            self.image(payload, grub, initramfs, cmdline, epoch, out)
+        elif kind is OutputKind.INSTALLER:
+            self.installer(payload, initramfs, cmdline, epoch, out, stack)
+        else:
+            raise NotImplementedYetError(f"{kind} outputs are not built by this factory yet")
 
+    def reset_profile(self, cmdline: str) -> list[UKIProfile] | None:
+        """Disk images and installers boot a UKI whose second profile resets to maintenance mode."""
+        if not self.quirks.supports_uki_profiles():
+            return None
+        wipe = cmdline + " talos.experimental.wipe=system:EPHEMERAL,STATE"
+        return [UKIProfile("reset-maintenance", "Reset to maintenance mode", wipe)]
+
+    def iso(self, payload: Path, grub: Path, initramfs: Path, cmdline: str, epoch: int, out: Path) -> None:
+        p = self.profile
         generator = select_generator(
             version=p.version,
             bootloader=p.output.iso_options.bootloader if p.output.iso_options else Bootloader.NONE,
@@ -206,18 +229,100 @@ class _Build:
             IsoInputs(
                 arch=p.arch,
                 version=p.version,
-                kernel=kernel,
+                kernel=payload / "vmlinuz",
                 initramfs=initramfs,
                 cmdline=cmdline,
                 uki=uki,
                 sd_boot=payload / "systemd-boot.efi" if uki else None,
-                grub_dirs={name: grub / name for name in GRUB_PLATFORMS if (grub / name).is_dir()},
+                grub_dirs=_grub_dirs(grub),
                 enroll_keys=enroll,
             ),
             out,
             workdir=iso_work,
             epoch=epoch,
         )
+        self.checkpoint()
+
+    def image(self, payload: Path, grub: Path, initramfs: Path, cmdline: str, epoch: int, out: Path) -> None:
+        """``outImage``: a raw disk (§7), then the disk format conversion (§7.6)."""
+        p = self.profile
+        opts = p.output.image_options
+        if opts is None:  # fill_defaults always sets them
+            raise ValueError("image output without image options")
+        bootloader = opts.bootloader
+        uki = None
+        if bootloader in (Bootloader.SD_BOOT, Bootloader.DUAL_BOOT):
+            uki = self.work / "vmlinuz.efi"
+            self.uki(payload, initramfs, cmdline, self.reset_profile(cmdline), epoch, uki)
+        meta = [(m.key, m.value.encode()) for m in p.customization.meta_contents]
+        if (
+            p.arch == "amd64"
+            and not p.secureboot_enabled
+            and self.quirks.use_sdboot_for_uefi()
+            and bootloader is Bootloader.DUAL_BOOT
+        ):
+            meta.append((META_DISK_IMAGE_BOOTLOADER, Bootloader.DUAL_BOOT.value.encode()))
+        raw = out.with_name(out.name.rsplit(".", 1)[0] + ".raw")
+        disk_work = self.work / "disk"
+        disk_work.mkdir()
+        build_disk(
+            DiskInputs(
+                arch=p.arch,
+                version=p.version,
+                bootloader=bootloader,
+                disk_size=opts.disk_size,
+                sector_size=opts.disk_sector_size or 512,
+                kernel=payload / "vmlinuz",
+                initramfs=initramfs,
+                cmdline=cmdline,
+                grub_dirs=_grub_dirs(grub),
+                uki=uki,
+                sd_boot=payload / "systemd-boot.efi" if uki else None,
+                meta=meta,
+            ),
+            raw,
+            workdir=disk_work,
+            epoch=epoch,
+        )
+        self.checkpoint()
+        shutil.rmtree(disk_work)
+        converted = convert(
+            raw, opts, platform=p.platform, arch=p.arch, workdir=self.work, epoch=epoch, quirks=self.quirks
+        )
+        self.checkpoint()
+        if converted != out:
+            os.replace(converted, out)
+
+    def installer(
+        self, payload: Path, initramfs: Path, cmdline: str, epoch: int, out: Path, stack: ExitStack
+    ) -> None:
+        """``outInstaller``: the base installer plus one layer of boot assets, as a docker archive."""
+        p = self.profile
+        dependency = self.plan.installer_base
+        if dependency is None:
+            raise ValueError("installer build without a pinned installer base")
+        arch = p.arch
+        if p.secureboot_enabled or self.quirks.supports_unified_installer():
+            uki = self.work / "vmlinuz.efi"
+            self.uki(payload, initramfs, cmdline, self.reset_profile(cmdline), epoch, uki)
+            files = [
+                (f"usr/install/{arch}/systemd-boot.efi", payload / "systemd-boot.efi"),
+                (f"usr/install/{arch}/vmlinuz.efi", uki),
+            ]
+        else:
+            files = [
+                (f"usr/install/{arch}/vmlinuz", payload / "vmlinuz"),
+                (f"usr/install/{arch}/initramfs.xz", initramfs),
+            ]
+        base = stack.enter_context(self.sources.installer_base(dependency, arch))
+        layers_work = self.work / "installer"
+        layers_work.mkdir()
+        created = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        image = build_installer_image(base, files, arch=arch, workdir=layers_work, created=created)
+        # what `docker load` names it: upstream's /image download tags the archive with the base
+        # installer's name and version (the registry frontend will publish by digest instead)
+        name = dependency.reference.split("@", 1)[0]
+        write_docker_archive(image, out, repo_tags=[f"{name}:{p.version}"])
         self.checkpoint()
 
     def uki(
@@ -244,6 +349,11 @@ class _Build:
         self.checkpoint()
 
 
+def _grub_dirs(grub: Path) -> dict[str, Path]:
+    """The imager image's GRUB platform directories (``usr/lib/grub/<platform>``) that exist."""
+    return {name: grub / name for name in GRUB_PLATFORMS if (grub / name).is_dir()}
+
+
 @contextlib.contextmanager
 def _publishing(dest: Path, name: str) -> Iterator[Path]:
     """A temporary path in ``dest`` that becomes ``dest/name`` only if the body succeeds."""
@@ -266,8 +376,6 @@ def build(
     with tools.recording() as record, scratch(scratch_root) as work, ExitStack() as stack:
         b = _Build(plan, sources, external_url, work)
         p = b.profile
-        if p.output.out_format not in (OutFormat.RAW, OutFormat.UNKNOWN):
-            raise NotImplementedYetError(f"{p.output.out_format} output compression is not supported yet")
         name = output_name(p)
         imager = stack.enter_context(sources.imager(parse_tolerant(p.version)))
         payload = imager.fs / "usr" / "install" / p.arch
@@ -277,6 +385,9 @@ def build(
         built.mkdir()
         b.run(payload, grub, epoch, built / name, stack)
         b.checkpoint()
+        if p.output.out_format not in (OutFormat.RAW, OutFormat.UNKNOWN):
+            name = compress(built / name, p.output.out_format, epoch=epoch).name
+            b.checkpoint()
         with _publishing(dest, name) as tmp:
             shutil.move(built / name, tmp)
         result = BuildResult(
