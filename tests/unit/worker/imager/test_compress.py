@@ -77,7 +77,8 @@ def disk_like(size: int, chunk: int) -> Writes:
 
 
 def cli_decompress(cmd: list[str], path: Path) -> bytes:
-    return subprocess.run([*cmd], stdin=path.open("rb"), capture_output=True, check=True).stdout
+    with path.open("rb") as f:
+        return subprocess.run(cmd, stdin=f, capture_output=True, check=True).stdout
 
 
 def check_stream(out: Path, fmt: OutFormat, expected: bytes) -> None:
@@ -213,8 +214,8 @@ def test_real_chunk_size_on_a_large_sparse_image(tmp_path: Path, fmt: OutFormat)
             f.write(data)
     out = compress(src, fmt, epoch=EPOCH)
     assert out.stat().st_size < 16 << 20
-    with out.open("rb") as f:
-        proc = subprocess.Popen(CLI[fmt][0], stdin=f, stdout=subprocess.PIPE)
+    cmd = CLI[fmt][0]
+    with out.open("rb") as packed, subprocess.Popen(cmd, stdin=packed, stdout=subprocess.PIPE) as proc:
         assert proc.stdout is not None
         pos = 0
         while block := proc.stdout.read(1 << 20):
