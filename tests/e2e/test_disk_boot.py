@@ -20,9 +20,9 @@ import pytest
 from common.profile.cmdline import Cmdline
 from common.schematic.model import Customization, MetaValue, Schematic
 from devstack.release.release import Release
-from tests.e2e.test_imager_boot import _check_report
+from tests.e2e.test_imager_boot import _check_report, _ok
 from tests.support.imager import ImagerHarness, imager_harness
-from tests.support.qemu import BootResult, Disk, boot
+from tests.support.qemu import Disk, boot
 from worker.imager.build import kernel_cmdline
 
 pytestmark = pytest.mark.e2e
@@ -52,13 +52,6 @@ Factory = ImagerHarness
 def factory(fixture_release: Release, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Factory]:
     with imager_harness(fixture_release, tmp_path_factory.mktemp("disk"), SCHEMATIC) as harness:
         yield harness
-
-
-def _ok(result: BootResult) -> dict[str, Any]:
-    assert result.report is not None, result.describe()
-    assert result.error is None and not result.timed_out, result.describe()
-    assert result.report["errors"] == [], result.describe()
-    return result.report
 
 
 def _unxz(path: Path, dest: Path) -> Path:

@@ -35,10 +35,10 @@ import pytest
 
 from common.artifacts.versions import parse_tolerant
 from common.errors import FactoryError
+from common.profile.meta import parse_adv
 from common.schematic.model import Customization, MetaValue, Schematic
 from devstack.release.release import Release
 from tests.support.imager import ImagerHarness, imager_harness
-from worker.imager.adv import read_talos_adv
 from worker.imager.build import BuildResult, kernel_cmdline
 from worker.imager.disk import grub_disk_cfg
 
@@ -56,6 +56,12 @@ META = Schematic(customization=Customization(meta=META_VALUES))
 META_4K = Schematic(customization=Customization(meta=META_VALUES, sector_size=4096))
 META_BYTES = {m.key: m.value.encode() for m in META_VALUES}
 DUAL_TAG = {0x11: b"dual-boot"}
+
+
+def read_talos_adv(block: bytes) -> dict[int, bytes]:
+    """One META ADV copy, checked (magics, checksum) by the factory's reader, values as bytes."""
+    return {tag: value.encode("utf-8", "surrogateescape") for tag, value in parse_adv(block).items()}
+
 
 # talos-imager.md §7.2/§7.3: type GUIDs and GUIDFromLabel(<label>) values, as literals
 EFI_TYPE = uuid.UUID("c12a7328-f81f-11d2-ba4b-00a0c93ec93b")

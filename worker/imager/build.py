@@ -254,14 +254,14 @@ class _Build:
         if bootloader in (Bootloader.SD_BOOT, Bootloader.DUAL_BOOT):
             uki = self.work / "vmlinuz.efi"
             self.uki(payload, initramfs, cmdline, self.reset_profile(cmdline), epoch, uki)
-        meta = [(m.key, m.value.encode()) for m in p.customization.meta_contents]
+        meta = [(m.key, m.value) for m in p.customization.meta_contents]
         if (
             p.arch == "amd64"
             and not p.secureboot_enabled
             and self.quirks.use_sdboot_for_uefi()
             and bootloader is Bootloader.DUAL_BOOT
         ):
-            meta.append((META_DISK_IMAGE_BOOTLOADER, Bootloader.DUAL_BOOT.value.encode()))
+            meta.append((META_DISK_IMAGE_BOOTLOADER, Bootloader.DUAL_BOOT.value))
         raw = out.with_name(out.name.rsplit(".", 1)[0] + ".raw")
         disk_work = self.work / "disk"
         disk_work.mkdir()

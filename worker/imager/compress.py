@@ -36,6 +36,7 @@ from typing import IO
 
 from common.profile.model import OutFormat
 from worker.imager import tools
+from worker.imager.sparse import data_extents
 from worker.imager.tools import ToolError
 
 #: Zero-detection granularity. Small, so a disk's data regions (a partition's first MiBs, filesystem
@@ -161,30 +162,6 @@ def _write_chunked(fd: int, fmt: OutFormat, chunk_size: int, out: IO[bytes]) -> 
     flush()
 
 
-def _data_extents(fd: int, start: int, end: int) -> Iterator[tuple[int, int]]:
-    """Ranges of ``[start, end)`` that may hold non-zero bytes: all but the filesystem's holes.
-
-    Only a shortcut: a filesystem without hole support reports everything, which changes how much
-    is read, not what is decided.
-    """
-    pos = start
-    while pos < end:
-        try:
-            lo = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # only a hole from pos to the end of the file
-                return
-            if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
-                yield pos, end
-                return
-            raise
-        if lo >= end:
-            return
-        hi = min(os.lseek(fd, lo, os.SEEK_HOLE), end)
-        yield lo, hi
-        pos = hi
-
-
 def _read_at(fd: int, buf: bytearray, pos: int, count: int) -> int:
     n = os.preadv(fd, [memoryview(buf)[:count]], pos)
     if n <= 0:
@@ -194,7 +171,7 @@ def _read_at(fd: int, buf: bytearray, pos: int, count: int) -> int:
 
 def _all_zero(fd: int, start: int, length: int, buf: bytearray) -> bool:
     """Whether ``[start, start + length)`` is all zero bytes; stops at the first non-zero read."""
-    for lo, hi in _data_extents(fd, start, start + length):
+    for lo, hi in data_extents(fd, start, start + length):
         pos = lo
         while pos < hi:
             n = _read_at(fd, buf, pos, min(_READ, hi - pos))
@@ -307,7 +284,7 @@ def sparse_map(fd: int, size: int) -> list[tuple[int, int]]:
 
     buf = bytearray(_READ)
     scanned = 0
-    for lo, hi in _data_extents(fd, 0, size):
+    for lo, hi in data_extents(fd, 0, size):
         pos = max(scanned, lo - lo % _BLOCK)
         end = min(size, -(-hi // _BLOCK) * _BLOCK)
         while pos < end:

@@ -15,7 +15,7 @@ Deliberate differences, each where the host's tools cannot do what upstream's ca
 * XFS features come from a table mirroring upstream's ``lts_*.conf`` files. The host's mkfs.xfs
   (6.1) knows neither ``exchange`` nor ``parent`` (on in ``lts_6.18``, Talos ≥ 1.13); those are left
   off. Talos reads such a BOOT either way.
-* Upstream adds ``META`` values in Go map order (random); here in first-seen order.
+* Upstream adds ``META`` values in Go map order (random); here in ascending tag order.
 """
 
 from __future__ import annotations
@@ -31,11 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.errors import InvalidInputError
+from common.profile.meta import meta_partition
 from common.profile.model import Bootloader, SDBootEnrollKeys
 from common.profile.quirks import Quirks
-from worker.imager import adv, gpt, tools
+from worker.imager import gpt, tools
 from worker.imager.iso import grub_quote
-from worker.imager.staging import fat_copy
+from worker.imager.sparse import nonzero_blocks
+from worker.imager.staging import fat_copy, grub_platform_dir
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,7 @@ class DiskInputs:
     sector_size: int = 512
     uki: Path | None = None  # sd-boot and dual-boot
     sd_boot: Path | None = None
-    meta: Sequence[tuple[int, bytes]] = ()
+    meta: Sequence[tuple[int, str]] = ()
     enroll_keys: SDBootEnrollKeys | None = None  # secure-boot-enroll line (Secure Boot images only)
     auto_enroll: Mapping[str, Path] = field(default_factory=dict)  # PK.auth, KEK.auth, db.auth
 
@@ -263,22 +265,9 @@ def copy_nonzero(src: Path, dst_fd: int, offset: int, length: int, chunk: int = 
     size = src.stat().st_size
     if size != length:
         raise ValueError(f"{src.name} is {size} bytes, its partition {length}")
-    zero = bytes(chunk)
     with src.open("rb") as f:
-        fd = f.fileno()
-        pos = 0
-        while pos < size:
-            try:
-                pos = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError:  # ENXIO: only a hole is left
-                break
-            end = os.lseek(fd, pos, os.SEEK_HOLE)
-            while pos < end:
-                n = min(chunk, end - pos)
-                data = os.pread(fd, n, pos)
-                if data != zero[: len(data)]:
-                    os.pwrite(dst_fd, data, offset + pos)
-                pos += len(data)
+        for pos, data in nonzero_blocks(f.fileno(), size, chunk):
+            os.pwrite(dst_fd, data, offset + pos)
 
 
 class _DiskBuild:
@@ -294,12 +283,6 @@ class _DiskBuild:
 
     # --- staging (PrepareBootPartitions) ------------------------------------------------------
 
-    def grub_dir(self, platform: str) -> Path:
-        path = self.i.grub_dirs.get(platform)
-        if path is None or not (path / "modinfo.sh").is_file():
-            raise tools.ToolError(f"GRUB {platform} modules missing from the imager image ({path})")
-        return path
-
     def stage_grub(self, with_efi: bool) -> None:
         """BOOT: kernel, initramfs and grub.cfg under A/ and grub/; core.img and boot.img for BIOS."""
         i = self.i
@@ -311,7 +294,7 @@ class _DiskBuild:
         (grub / "grub.cfg").write_text(grub_disk_cfg(i.cmdline, i.version))
         (grub / "grub.cfg").chmod(0o600)
         if i.arch == "amd64":
-            pc = self.grub_dir("i386-pc")
+            pc = grub_platform_dir(i.grub_dirs, "i386-pc")
             modules = (*_GRUB_MODULES, *_GRUB_BIOS_MODULES)
             core = self.work / "core.img"
             cmd: list[str | os.PathLike[str]] = [
@@ -335,7 +318,7 @@ class _DiskBuild:
             efi_cmd: list[str | os.PathLike[str]] = [
                 "grub-mkimage",
                 "-d",
-                self.grub_dir(fmt),
+                grub_platform_dir(i.grub_dirs, fmt),
                 "--format",
                 fmt,
                 "--output",
@@ -425,7 +408,7 @@ class _DiskBuild:
             values = list(i.meta)
             if values:
                 meta = layout.partition("META")
-                os.pwrite(disk.fileno(), adv.meta_partition(values), meta.start)
+                os.pwrite(disk.fileno(), meta_partition(values), meta.start)
         return layout
 
     def wire_bios(self, fd: int, bios: gpt.Partition) -> None:

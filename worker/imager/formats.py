@@ -28,6 +28,7 @@ from typing import Any
 from common.profile.model import DiskFormat, ImageOptions
 from common.profile.quirks import Quirks
 from worker.imager import tools
+from worker.imager.sparse import nonzero_blocks
 
 __all__ = ["convert", "ovf_xml", "qemu_img_info"]
 
@@ -45,7 +46,6 @@ _VHD_COOKIE = b"conectix"
 _VHD_FOOTER = 512
 
 _DIGEST_BLOCK = 64 * 1024
-_ZERO_BLOCK = bytes(_DIGEST_BLOCK)
 
 
 def convert(
@@ -114,23 +114,9 @@ def _content_digest(path: Path) -> bytes:
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
-        pos = 0
-        done = 0  # every block below this offset has been looked at
-        while pos < size:
-            try:
-                start = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError:  # ENXIO: nothing but a hole up to the end
-                break
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            block = max(start - start % _DIGEST_BLOCK, done)
-            while block < end:
-                data = os.pread(fd, _DIGEST_BLOCK, block)
-                if data != _ZERO_BLOCK[: len(data)]:
-                    digest.update(block.to_bytes(8, "little"))
-                    digest.update(data)
-                block += _DIGEST_BLOCK
-            done = block
-            pos = max(end, done)
+        for offset, data in nonzero_blocks(fd, size, _DIGEST_BLOCK):
+            digest.update(offset.to_bytes(8, "little"))
+            digest.update(data)
     finally:
         os.close(fd)
     digest.update(size.to_bytes(8, "little"))

@@ -39,7 +39,7 @@ from common.errors import InvalidInputError
 from common.profile.model import Bootloader, SDBootEnrollKeys
 from common.profile.quirks import Quirks
 from worker.imager import tools
-from worker.imager.staging import Stage, fat_copy
+from worker.imager.staging import Stage, fat_copy, grub_platform_dir
 
 __all__ = [
     "IsoGenerator",
@@ -304,13 +304,6 @@ def _prepare_uefi(stage: Stage, inputs: IsoInputs) -> Path:
     return efiboot
 
 
-def _grub_dir(inputs: IsoInputs, platform: str) -> Path:
-    path = inputs.grub_dirs.get(platform)
-    if path is None or not (path / "modinfo.sh").is_file():
-        raise tools.ToolError(f"GRUB {platform} modules missing from the imager image ({path})")
-    return path
-
-
 def _grub_copy_modules(src: Path, dst: Path) -> None:
     """``grub_install_copy_files`` for one platform with ``--compress=xz``: every file xz-compressed."""
     dst.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -340,7 +333,7 @@ def _prepare_grub_efi(stage: Stage, inputs: IsoInputs) -> list[str]:
     boot_dir = efi_root / "efi" / "boot"
     boot_dir.mkdir(mode=0o755, parents=True)
     for platform in platforms:
-        src = _grub_dir(inputs, platform)
+        src = grub_platform_dir(inputs.grub_dirs, platform)
         _grub_copy_modules(src, stage.tree / "boot" / "grub" / platform)
         load_cfg = stage.workdir / f"load-{platform}.cfg"
         lines = [f"search --fs-uuid --set=root {fs_uuid}", "set prefix=(${root})/boot/grub"]
@@ -368,7 +361,7 @@ def _grub_mkrescue(inputs: IsoInputs, out: Path, extra: Sequence[str]) -> list[s
         "--compress=xz",
         f"--output={out}",
         "--verbose",
-        f"--directory={_grub_dir(inputs, 'i386-pc')}",
+        f"--directory={grub_platform_dir(inputs.grub_dirs, 'i386-pc')}",
         *extra,
     ]
 

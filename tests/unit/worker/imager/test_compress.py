@@ -18,6 +18,7 @@ from common.profile.model import OutFormat
 from worker.imager import compress as compress_module
 from worker.imager import tools
 from worker.imager.compress import CHUNK_SIZE, compress, sparse_map, zero_stream
+from worker.imager.sparse import data_extents
 from worker.imager.tools import ToolError
 
 EPOCH = 1_700_000_000
@@ -300,7 +301,7 @@ def test_tar_stream_beyond_8_gib_uses_base_256(tmp_path: Path) -> None:
             f.write(data)
     src.chmod(0o644)
     with open(src, "rb") as f:
-        extents = list(compress_module._data_extents(f.fileno(), 0, size))
+        extents = list(data_extents(f.fileno(), 0, size))
         assert sparse_map(f.fileno(), size) == [(off, len(data)) for off, data in writes] + [(size, 0)]
     if extents != [(off, off + len(data)) for off, data in writes]:
         pytest.skip(f"filesystem reports other extents: {extents}")

@@ -12,9 +12,9 @@ import pefile
 import pytest
 
 from common.errors import InvalidInputError
+from common.profile.meta import ADV_LENGTH, META_PARTITION_SIZE, parse_adv
 from common.profile.model import Bootloader
 from devstack.debian import grub_arm64_efi_dir, grub_dirs
-from worker.imager import adv
 from worker.imager.disk import DiskInputs, build_disk, copy_nonzero, grub_disk_cfg, protofile, xfs_options
 
 MIB = 1024 * 1024
@@ -46,7 +46,7 @@ def inputs(grub: dict[str, Path], files: tuple[Path, Path], **kw: object) -> Dis
         "initramfs": files[1],
         "cmdline": "talos.platform=metal console=ttyS0 a=$b",
         "grub_dirs": grub,
-        "meta": [(0x0A, b"net"), (0x0C, b"user")],
+        "meta": [(0x0A, "net"), (0x0C, "user")],
     }
     base.update(kw)
     return DiskInputs(**base)  # type: ignore[arg-type]
@@ -140,13 +140,13 @@ def test_grub_layout_wires_bios_boot_and_writes_meta(
         f.seek(bios.start)
         core = f.read(bios.length)
         f.seek(meta.start)
-        block = f.read(adv.META_PARTITION_SIZE)
+        block = f.read(META_PARTITION_SIZE)
     # boot.img points at the BIOS partition, its jump NOPed, GPT's protective entry and 55AA intact
     assert struct.unpack_from("<Q", mbr, 0x5C)[0] == bios.first_lba
     assert mbr[0x66:0x68] == b"\x90\x90" and mbr[510:] == b"\x55\xaa" and mbr[450] == 0xEE
     assert struct.unpack_from("<Q", core, 0x1F4)[0] == bios.first_lba + 1
-    assert adv.read_talos_adv(block[: adv.ADV_SIZE]) == {0x0A: b"net", 0x0C: b"user"}
-    assert block[: adv.ADV_SIZE] == block[adv.ADV_SIZE : 2 * adv.ADV_SIZE]
+    assert parse_adv(block[:ADV_LENGTH]) == {0x0A: "net", 0x0C: "user"}
+    assert block[:ADV_LENGTH] == block[ADV_LENGTH : 2 * ADV_LENGTH]
     info = subprocess.run(["sgdisk", "-v", str(out)], capture_output=True, text=True, check=True)
     assert "No problems found" in info.stdout
     assert out.stat().st_blocks * 512 < 64 * MIB  # sparse: a 1246 MiB disk costs its data
