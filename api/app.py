@@ -5,9 +5,11 @@ from __future__ import annotations
 from flask import Flask
 
 from api.cors import CORSMiddleware
+from api.delivery import Delivery, celery_client
 from api.errors import register_error_handlers
 from api.middleware import register_middleware
-from api.routes import health, meta, schematics, talosctl
+from api.routes import builds, health, image, keys, meta, pxe, schematics, talosctl
+from common.builds.waiter import Waiter
 from common.config import Config
 from common.services import Services, build_services
 
@@ -15,12 +17,19 @@ from common.services import Services, build_services
 def create_app(config: Config, services: Services | None = None) -> Flask:
     app = Flask("image-factory")
     app.config["MAX_CONTENT_LENGTH"] = config.http.maxRequestBodySize
-    app.extensions["factory"] = services or build_services(config)
+    svc = services or build_services(config)
+    app.extensions["factory"] = svc
+    waiters = config.http.maxWaiters or max(1, config.http.threads - 8)
+    app.extensions["delivery"] = Delivery(svc, celery_client(svc), Waiter(svc.redis, svc.builds, waiters))
     register_middleware(app)
     register_error_handlers(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(schematics.bp)
     app.register_blueprint(meta.bp)
     app.register_blueprint(talosctl.bp)
+    app.register_blueprint(image.bp)
+    app.register_blueprint(builds.bp)
+    app.register_blueprint(pxe.bp)
+    app.register_blueprint(keys.bp)
     app.wsgi_app = CORSMiddleware(app.wsgi_app, config.http.allowedOrigins)  # type: ignore[method-assign]
     return app

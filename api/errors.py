@@ -25,7 +25,10 @@ def register_error_handlers(app: Flask) -> None:
     def factory_error(exc: FactoryError) -> Response:
         if exc.status >= 500:
             log.error("request failed", extra={"error": exc.message})
-        return text_response(exc.message if exc.status != 500 else "internal server error", exc.status)
+        resp = text_response(exc.message if exc.status != 500 else "internal server error", exc.status)
+        if exc.status == 503:
+            resp.headers["Retry-After"] = str(getattr(exc, "retry_after", 5))
+        return resp
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

@@ -54,6 +54,11 @@ class FactoryServer(BaseApplication):
             "workers": http.workers,
             "worker_class": "gthread",
             "threads": http.threads,
+            # A process with every thread busy accepts only a few more connections (for keep-alive)
+            # and leaves the rest to a process with free threads; builds never take the last
+            # threads (http.maxWaiters), so what it does queue is quick.
+            "worker_connections": http.threads + 32,
+            "control_socket_disable": True,  # one per host by default: replicas would fight over it
             "timeout": 0,  # asset requests may wait for builds; liveness is the arbiter's heartbeat
             "graceful_timeout": 10,
             "accesslog": None,  # the app logs each request as a JSON line itself

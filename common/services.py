@@ -16,6 +16,10 @@ import redis
 from common.artifacts.manager import ArtifactsManager
 from common.artifacts.store import ArtifactStore
 from common.artifacts.verify.source import verifier_from_config
+from common.builds.state import BuildState
+from common.cache import build_cache
+from common.cache.base import AssetCache
+from common.cache.signing import CacheSigner, FileKeySigner
 from common.config import Config
 from common.readiness import Check, readiness_checks
 from common.registry.client import RegistryClient
@@ -30,6 +34,9 @@ class Services:
     redis: redis.Redis
     schematics: SchematicService
     artifacts: ArtifactsManager
+    signer: CacheSigner
+    cache: AssetCache
+    builds: BuildState
     readiness: dict[str, Check] = field(default_factory=dict)
 
 
@@ -55,10 +62,23 @@ def build_services(config: Config) -> Services:
         SchematicLRU(config.cache.schematic.capacity, config.cache.schematic.negativeTTL.total_seconds()),
         client,
     )
+    signer = FileKeySigner.from_path(config.cache.signingKeyPath)
     return Services(
         config=config,
         redis=client,
         schematics=schematics,
         artifacts=build_artifacts(config),
+        signer=signer,
+        cache=build_cache(config, signer),
+        builds=build_state(config, client),
         readiness=readiness_checks(config, client),
+    )
+
+
+def build_state(config: Config, client: redis.Redis) -> BuildState:
+    return BuildState(
+        client,
+        max_queue=config.build.maxQueueLength,
+        timeout=config.build.timeout.total_seconds(),
+        failure_ttl=config.build.failureTTL.total_seconds(),
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import requests
 import yaml
 
+from common.cache.signing import generate_key_pem
 from devstack.services import LOOPBACK, S3Server, Service
 
 log = logging.getLogger("devstack")
@@ -25,13 +27,29 @@ WORKER_STOP_TIMEOUT = 20.0
 DEFAULT_FACTORY_BIN = str(Path(sys.executable).with_name("image-factory"))
 
 
+def default_signing_key() -> Path:
+    """One cache signing key per process (tests and dev stacks that do not bring their own)."""
+    global _SIGNING_KEY
+    if _SIGNING_KEY is None or not _SIGNING_KEY.exists():
+        folder = Path(tempfile.mkdtemp(prefix="image-factory-keys-"))
+        _SIGNING_KEY = folder / "cache-signing.key"
+        _SIGNING_KEY.write_bytes(generate_key_pem())
+        _SIGNING_KEY.chmod(0o600)
+    return _SIGNING_KEY
+
+
+_SIGNING_KEY: Path | None = None
+
+
 def factory_config(
     redis_url: str,
     registry_host: str,
     *,
     port: int | None = None,
     s3_endpoint: str | None = None,
+    s3_enabled: bool = False,
     bucket: str = "image-factory",
+    signing_key: Path | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """The factory config (upstream camelCase keys plus our ``redis.url``) wired to private services.
@@ -47,14 +65,16 @@ def factory_config(
             "schematic": {**repo, "namespace": "siderolabs/image-factory", "repository": "schematics"},
             "installer": {"internal": {**repo, "namespace": "siderolabs"}},
         },
-        "cache": {"oci": {**repo, "namespace": "siderolabs/image-factory", "repository": "cache"}},
+        "cache": {
+            "oci": {**repo, "namespace": "siderolabs/image-factory", "repository": "cache"},
+            "signingKeyPath": str(signing_key or default_signing_key()),
+        },
     }
     if port is not None:
         config["http"] = {"httpListenAddr": f"{LOOPBACK}:{port}", "externalURL": f"http://{LOOPBACK}:{port}/"}
     if s3_endpoint is not None:
-        # The server runs, but the factory does not use it until S3 caching lands.
         config["cache"]["s3"] = {
-            "enabled": False,
+            "enabled": s3_enabled,
             "bucket": bucket,
             "endpoint": s3_endpoint,
             "region": S3Server.region,
@@ -94,7 +114,11 @@ class _FactoryProcess(Service):
         self._started_at = time.monotonic()
 
     def env(self) -> dict[str, str]:
-        return dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # The dev/test S3 (moto) takes any credentials; real deployments bring their own.
+        env.setdefault("AWS_ACCESS_KEY_ID", S3Server.access_key)
+        env.setdefault("AWS_SECRET_ACCESS_KEY", S3Server.secret_key)
+        return env
 
     def command(self) -> list[str]:
         return [self.factory_bin, "--config", str(self.config_path), "--log-level", "info", self.role]

@@ -25,6 +25,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from common.cache.signing import generate_key_pem
 from common.config.options import RepositoryOptions
 from common.registry.client import RegistryClient
 from devstack.factory import FactoryAPI, FactoryWorker, factory_config, write_config
@@ -87,6 +88,15 @@ def seed_fixture_release(registry_host: str, state_dir: Path) -> Release:
     release = build_release(registry_host, out)
     log.info("fixture release pushed in %.1fs: %s", time.monotonic() - started, ", ".join(release.versions))
     return release
+
+
+def _signing_key(state: Path) -> Path:
+    """The dev stack's cache signing key, kept across restarts so its cache stays valid."""
+    path = state / "cache-signing.key"
+    if not path.exists():
+        path.write_bytes(generate_key_pem())
+        path.chmod(0o600)
+    return path
 
 
 def _redis_answers(url: str) -> bool:
@@ -236,6 +246,8 @@ def run(state_dir: Path, port: int, factory_bin: str | None) -> int:
             registry.host,
             port=port,
             s3_endpoint=s3.endpoint,
+            s3_enabled=True,
+            signing_key=_signing_key(state),
             **factory_overrides(release),
             **{"artifacts.storageDir": str(state / "artifacts")},
         )

@@ -9,13 +9,14 @@ from celery.signals import before_task_publish, task_postrun, task_prerun, worke
 
 from common.config import Config
 from common.logging import request_id_var
-from common.services import scratch_dir
+from common.services import Services, build_services, scratch_dir
 from worker.imager.scratch import sweep
 
 BUILD_QUEUE = "builds"
 
 
 def create_celery(config: Config) -> Celery:
+    timeout = config.build.timeout.total_seconds()
     app = Celery("image-factory", set_as_current=True)
     app.conf.update(
         broker_url=config.redis.url,
@@ -29,6 +30,13 @@ def create_celery(config: Config) -> Celery:
         broker_connection_retry_on_startup=True,
         task_track_started=True,
         task_default_queue="default",
+        task_routes={"image_factory.build": {"queue": BUILD_QUEUE}},
+        # Builds are long: a message stays unacked while it runs, so Redis must not hand it to another
+        # worker before the longest build could have finished. Killed builds are found sooner, by
+        # their heartbeat (common.builds.state), and queued again by the clients waiting for them.
+        broker_transport_options={"visibility_timeout": int(timeout) + 600},
+        task_time_limit=int(timeout),
+        task_soft_time_limit=max(1, int(timeout) - 30),
         result_expires=24 * 3600,
         worker_hijack_root_logger=False,
     )
@@ -38,12 +46,21 @@ def create_celery(config: Config) -> Celery:
 
 
 class FactoryTask(Task):
-    """Base for our tasks: gives access to the shared Config."""
+    """Base for our tasks: the shared Config, and the process's Services built on first use (in the
+    pool process, after the fork, so no connection is shared between processes)."""
+
+    _services: Services | None = None
 
     @property
     def factory_config(self) -> Config:
         config: Config = self.app.conf["factory_config"]
         return config
+
+    @property
+    def services(self) -> Services:
+        if FactoryTask._services is None:
+            FactoryTask._services = build_services(self.factory_config)
+        return FactoryTask._services
 
 
 @before_task_publish.connect

@@ -50,7 +50,18 @@ class HTTPOptions:
         ours=True,
     )
     workers: int = opt(2, "Number of gunicorn worker processes serving the API.", ours=True)
-    threads: int = opt(8, "Number of threads per gunicorn worker process.", ours=True)
+    threads: int = opt(
+        128,
+        "Number of threads per gunicorn worker process. A request waiting for a build holds one, so "
+        "this bounds the waiting clients a process serves at once.",
+        ours=True,
+    )
+    maxWaiters: int = opt(
+        0,
+        "Most requests per API process that may wait for a build at once; more get 503 with Retry-After "
+        "so cached downloads keep their threads. 0 means `threads` minus 8.",
+        ours=True,
+    )
 
 
 @dataclass
@@ -65,8 +76,31 @@ class BuildOptions:
         [], "Talos versions hidden from /versions (listed by /versions?broken=true) and not built."
     )
     waitTimeout: timedelta = opt(
-        timedelta(minutes=10),
+        timedelta(minutes=20),
         "How long an asset request waits for a build before answering 202 with the build's status.",
+        ours=True,
+    )
+    timeout: timedelta = opt(
+        timedelta(minutes=20),
+        "Hard time limit of one build (upstream's detached build context); the soft limit, which lets "
+        "the build clean up, is 30 s earlier.",
+        ours=True,
+    )
+    maxQueueLength: int = opt(
+        100,
+        "Builds that may wait in the queue cluster-wide; beyond it, requests for new (uncached) assets "
+        "get 503 with Retry-After, while cached assets and builds already queued are served.",
+        ours=True,
+    )
+    failureTTL: timedelta = opt(
+        timedelta(minutes=1),
+        "How long a build's permanent failure (bad extension, unavailable version) is remembered and "
+        "answered to identical requests without building again.",
+        ours=True,
+    )
+    retries: int = opt(
+        3,
+        "How many times a build is retried, with backoff, after a transient registry or S3 error.",
         ours=True,
     )
     scratchDir: str = opt(
@@ -170,6 +204,12 @@ class CacheOptions:
         CDNOptions, "CDN contains configuration for using a CDN to serve cached assets."
     )
     s3: S3Options = section(S3Options, "S3 contains configuration for using S3 to store cached assets.")
+    redirectPXE: bool = opt(
+        False,
+        "Redirect PXE clients (requests on the externalPXEURL host, and iPXE) to S3/CDN too; upstream "
+        "always streams to them.",
+        ours=True,
+    )
     schematic: SchematicCacheOptions = section(SchematicCacheOptions, "In-process cache of schematics.")
 
 

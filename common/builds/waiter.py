@@ -1,0 +1,111 @@
+"""Waiting for builds inside an API process without a Redis connection per waiting request.
+
+One daemon thread per process listens on the ``done`` channel and wakes the waiters of that key;
+waiters also re-read the record every :data:`POLL_EVERY` seconds, so a lost message or a dropped
+subscription costs at most that much latency, never a hung request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+
+from common.builds.state import DONE_CHANNEL, BuildRecord, BuildState
+
+log = logging.getLogger(__name__)
+
+POLL_EVERY = 2.0
+
+
+class Waiter:
+    def __init__(self, client: redis.Redis, state: BuildState, limit: int) -> None:
+        self.redis = client
+        self.state = state
+        self.limit = limit  # waiting requests this process allows at once
+        self._events: dict[str, list[threading.Event]] = {}
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    def try_reserve(self) -> bool:
+        """Takes one of ``limit`` waiting places; False when they are all taken."""
+        with self._lock:
+            if self._waiting >= self.limit:
+                return False
+            self._waiting += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._waiting -= 1
+
+    def wait(self, key: str, timeout: float, on_stale: Callable[[BuildRecord], None]) -> BuildRecord | None:
+        """The finished record, or the last one seen when ``timeout`` ran out (None: no record).
+
+        ``on_stale`` is called when the build's worker stopped beating (it was killed): the caller
+        queues it again, and waiting goes on.
+        """
+        self._ensure_listener()
+        event = threading.Event()
+        with self._lock:
+            self._events.setdefault(key, []).append(event)
+        deadline = time.monotonic() + timeout
+        record: BuildRecord | None = None
+        try:
+            while True:
+                event.clear()
+                record = self.state.get(key)
+                if record is not None and record.finished:
+                    return record
+                if record is not None and record.stale(time.time(), self.state.timeout):
+                    on_stale(record)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return record
+                event.wait(min(POLL_EVERY, remaining))
+        finally:
+            with self._lock:
+                events = self._events.get(key, [])
+                if event in events:
+                    events.remove(event)
+                if not events:
+                    self._events.pop(key, None)
+
+    def _ensure_listener(self) -> None:
+        with self._lock:
+            # gunicorn forks after the app is built: a thread started in the parent does not exist here.
+            if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._listen, name="build-waiter", daemon=True)
+            self._thread.start()
+
+    def _listen(self) -> None:
+        while True:
+            try:
+                pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(DONE_CHANNEL)
+                while True:
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is None or message.get("type") != "message":
+                        continue
+                    data = message["data"]
+                    key = data.decode() if isinstance(data, bytes) else str(data)
+                    with self._lock:
+                        for event in self._events.get(key, []):
+                            event.set()
+            except redis.RedisError as exc:
+                log.warning(
+                    "build notifications lost; polling until Redis is back", extra={"error": str(exc)}
+                )
+                time.sleep(1.0)

@@ -1,0 +1,128 @@
+"""A whole factory for a test: API replicas and Celery workers as real processes on private services.
+
+Each stack gets its own Redis database, cache repository and S3 bucket, so build keys (profile
+hashes, identical across tests) never meet a cache entry or build record of another test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import signal
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+import requests
+
+from devstack.factory import FactoryAPI, FactoryWorker
+from devstack.release.release import Release, factory_overrides
+from devstack.services import RedisServer, RegistryServer, S3Server
+from tests.support.factory import api_server, factory_config, worker_process
+
+_databases = itertools.count(1)
+
+
+@dataclass
+class Stack:
+    apis: list[FactoryAPI]
+    workers: list[FactoryWorker]
+    redis: redis.Redis
+    config: dict[str, Any]
+    root: Path
+    bucket: str | None = None
+    _extra: list[Any] = field(default_factory=list)
+
+    @property
+    def api(self) -> FactoryAPI:
+        return self.apis[0]
+
+    def create_schematic(self, body: str) -> str:
+        response = requests.post(f"{self.api.url}/schematics", data=body.encode(), timeout=30)
+        assert response.status_code == 201, response.text
+        schematic_id: str = response.json()["id"]
+        return schematic_id
+
+    def runs(self, key: str) -> int:
+        """Imager runs for ``key``, as the workers counted them."""
+        value = self.redis.get(f"if:build:runs:{key}")
+        return int(value) if value else 0
+
+    def total_runs(self) -> int:
+        return sum(int(self.redis.get(k) or 0) for k in self.redis.scan_iter("if:build:runs:*"))
+
+    def record(self, key: str) -> dict[str, str]:
+        raw: dict[bytes, bytes] = self.redis.hgetall(f"if:build:rec:{key}")  # type: ignore[assignment]
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def add_worker(self) -> FactoryWorker:
+        state = self.root / f"worker{len(self.workers)}"
+        state.mkdir(parents=True, exist_ok=True)
+        worker = worker_process(state, self.config)
+        worker.start()
+        self.workers.append(worker)
+        return worker
+
+    def kill_worker(self, worker: FactoryWorker) -> None:
+        """SIGKILL the worker and everything it started (pool processes, imager tools)."""
+        assert worker.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.proc.pid, signal.SIGKILL)
+        worker.proc.wait(timeout=30)
+
+
+def _stop_all(workers: list[FactoryWorker]) -> None:
+    for worker in workers:
+        worker.stop()
+
+
+@contextlib.contextmanager
+def factory_stack(
+    root: Path,
+    redis_server: RedisServer,
+    registry: RegistryServer,
+    release: Release,
+    *,
+    apis: int = 1,
+    workers: int = 1,
+    s3: S3Server | None = None,
+    **overrides: Any,
+) -> Iterator[Stack]:
+    db = next(_databases) % 16 or 1
+    redis_url = redis_server.url.rsplit("/", 1)[0] + f"/{db}"
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    bucket = None
+    if s3 is not None:
+        bucket = f"assets-{uuid.uuid4().hex[:12]}"
+        s3.create_bucket(bucket)
+    config = factory_config(
+        redis_url,
+        registry.host,
+        s3_endpoint=s3.endpoint if s3 is not None else None,
+        s3_enabled=s3 is not None,
+        bucket=bucket or "image-factory",
+        **factory_overrides(release),
+        **{
+            "cache.oci.repository": f"cache-{uuid.uuid4().hex[:12]}",
+            "artifacts.storageDir": str(root / "artifacts"),
+            "build.scratchDir": str(root / "scratch"),
+            "http.workers": 1,
+            **overrides,
+        },
+    )
+    stack = Stack([], [], client, config, root, bucket)
+    with contextlib.ExitStack() as stop:
+        for i in range(apis):
+            state = root / f"api{i}"
+            state.mkdir(parents=True, exist_ok=True)
+            stack.apis.append(stop.enter_context(api_server(state, config)))
+        for _ in range(workers):
+            stack.add_worker()
+        stop.callback(_stop_all, stack.workers)
+        yield stack
+    client.close()

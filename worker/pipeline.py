@@ -1,0 +1,188 @@
+"""One build task, start to finish: lock → cache check → plan → slot → imager → sign/upload → publish.
+
+The task id is the profile hash. The per-key lock makes a build single-flight across every worker
+(a duplicate message finds it held and leaves); the cluster-wide slot enforces
+``build.maxConcurrency`` on top of each worker's own concurrency. A heartbeat thread keeps both
+alive and tells waiters the build is still making progress; when it stops (SIGKILL, power loss) the
+lock and lease expire and the next waiter queues the build again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+
+from common.builds.plan import BuildRequest, content_type, resolve
+from common.builds.state import HEARTBEAT_EVERY, LOCK_TTL, BuildState
+from common.cache.base import AssetInfo
+from common.errors import FactoryError, UnavailableError
+from common.services import Services, scratch_dir
+from worker.imager.build import build
+from worker.imager.scratch import scratch
+
+log = logging.getLogger(__name__)
+
+SLOT_POLL = 0.5
+
+
+class Retry(Exception):
+    """A transient failure: the task is to be tried again in ``countdown`` seconds."""
+
+    def __init__(self, cause: BaseException, countdown: float) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.countdown = countdown
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # built | cached | elsewhere | failed | retry
+    detail: str = ""
+
+
+def transient(exc: BaseException) -> bool:
+    """Worth another try: a registry, S3 or Redis that did not answer."""
+    return isinstance(exc, (UnavailableError, redis.ConnectionError, redis.TimeoutError, ConnectionError))
+
+
+def backoff(attempt: int) -> float:
+    return float(min(60, 5 * 2 ** max(0, attempt - 1)))
+
+
+class _Heartbeat:
+    def __init__(self, state: BuildState, key: str, lock: object, token: str) -> None:
+        self.state = state
+        self.key = key
+        self.lock = lock
+        self.token = token
+        self.has_slot = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{key[:12]}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_EVERY):
+            try:
+                self.lock.extend(LOCK_TTL, replace_ttl=True)  # type: ignore[attr-defined]
+                self.state.beat(self.key)
+                if self.has_slot:
+                    self.state.acquire_slot(self.token, limit=1 << 30)  # renew the lease
+            except Exception as exc:
+                log.warning("build heartbeat failed", extra={"key": self.key, "error": str(exc)})
+
+
+def run_build(
+    services: Services,
+    key: str,
+    request: BuildRequest,
+    *,
+    retries: int,
+    on_stage: Callable[[str], None] | None = None,
+) -> Outcome:
+    """Runs the build for ``key``; raises :class:`Retry` for transient failures within ``retries``."""
+    config = services.config
+    state = services.builds
+    lock = state.lock(key)
+    try:
+        if not lock.acquire(blocking=False):
+            log.info("build already running on another worker", extra={"key": key})
+            return Outcome("elsewhere")
+    except redis.RedisError as exc:
+        raise Retry(exc, backoff(1)) from exc
+    token = uuid.uuid4().hex
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def stage(name: str, **fields: object) -> None:
+        state.update(key, stage=name, **fields)
+        if on_stage is not None:
+            on_stage(name)
+
+    attempt = 0
+    try:
+        attempt = state.start(key, worker, request.to_json())
+        with _Heartbeat(state, key, lock, token) as heartbeat:
+            cached = services.cache.get(key)
+            if cached is not None:  # a build before ours published it (e.g. a redelivered task)
+                state.succeed(key, size=cached.size, seconds=None)
+                return Outcome("cached")
+            stage("resolving")
+            _, plan = resolve(
+                services.schematics, services.artifacts, request.schematic_id, request.version, request.path
+            )
+            if plan.key != key:
+                raise FactoryError(
+                    f"profile hash mismatch: asked for {key}, resolved {plan.key}"
+                )
+            stage("waiting for a build slot")
+            while not state.acquire_slot(token, config.build.maxConcurrency):
+                time.sleep(SLOT_POLL)
+            heartbeat.has_slot = True
+            state.dequeue(key)
+            started = time.time()
+            stage("building", startedAt=repr(started))
+            state.count_run(key)
+            root = scratch_dir(config)
+            with scratch(root) as out:
+                result = build(
+                    plan,
+                    sources=services.artifacts,
+                    external_url=config.http.externalURL,
+                    dest=out,
+                    scratch_root=root,
+                )
+                stage("signing and uploading")
+                services.cache.put(key, result.path, AssetInfo(request.path, content_type(request.path)))
+            state.succeed(key, size=result.size, seconds=time.time() - started)
+            log.info("build published", extra={"key": key, "path": request.path, "seconds": result.seconds})
+            return Outcome("built")
+    except Exception as exc:
+        if transient(exc) and attempt <= retries:
+            delay = backoff(attempt)
+            log.warning(
+                "build failed transiently; retrying",
+                extra={"key": key, "error": str(exc), "attempt": attempt, "countdown": delay},
+            )
+            state.requeue(key, f"retrying in {delay:.0f}s after: {exc}")
+            raise Retry(exc, delay) from exc
+        status, message = failure(exc)
+        if status >= 500 and not isinstance(exc, FactoryError):
+            log.exception("build failed", extra={"key": key})
+        else:
+            log.warning("build failed", extra={"key": key, "error": message, "status": status})
+        try:
+            state.fail(key, status=status, message=message)
+        except redis.RedisError:
+            log.exception("cannot record the build's failure", extra={"key": key})
+        return Outcome("failed", message)
+    finally:
+        try:
+            state.release_slot(token)
+            lock.release()
+        except Exception:
+            log.warning("cannot release the build lock; it expires", extra={"key": key})
+
+
+def failure(exc: BaseException) -> tuple[int, str]:
+    """What every waiter gets: the error's own status and text, or upstream's bare 500."""
+    if isinstance(exc, FactoryError):
+        if exc.status == 500:
+            return 500, "internal server error"
+        return exc.status, exc.message
+    if exc.__class__.__name__ == "SoftTimeLimitExceeded":
+        return 504, "the build took longer than build.timeout"
+    return 500, "internal server error"
