@@ -233,8 +233,18 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | bool | None:
 
 
 def asset_response(
-    asset: CachedAsset, request: Request, *, filename: str, content_type: str, services: Services
+    asset: CachedAsset,
+    request: Request,
+    *,
+    key: str,
+    filename: str,
+    content_type: str,
+    services: Services,
 ) -> Response:
+    """302 to S3/CDN when allowed, else the bytes (one range at most) in bounded chunks.
+
+    ``ETag`` is the profile hash: the same key always names the same bytes (ours; upstream sends none).
+    """
     if redirect_allowed(request, services):
         try:
             url = asset.redirect_url(filename)
@@ -249,6 +259,7 @@ def asset_response(
     headers = {
         "Content-Disposition": f'attachment; filename="{filename}"',
         "Accept-Ranges": "bytes",
+        "ETag": f'"{key}"',
     }
     size = asset.size
     wanted = parse_range(request.headers.get("Range"), size)

@@ -47,4 +47,6 @@ def image(schematic_id: str, version: str, path: str) -> Response:
         if isinstance(waited, Pending):
             return pending_response(d, waited, preference_applied=False)
         asset = waited
-    return asset_response(asset, request, filename=filename, content_type=content_type(path), services=svc)
+    return asset_response(
+        asset, request, key=key, filename=filename, content_type=content_type(path), services=svc
+    )

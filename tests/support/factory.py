@@ -11,9 +11,10 @@ from devstack.services import free_port
 __all__ = ["FactoryAPI", "FactoryWorker", "api_server", "factory_config", "worker_process"]
 
 
-def api_server(state_dir: Path, config: dict[str, Any]) -> FactoryAPI:
-    """An unstarted ``image-factory api`` bound to a free loopback port (use as a context manager)."""
-    port = free_port()
+def api_server(state_dir: Path, config: dict[str, Any], port: int | None = None) -> FactoryAPI:
+    """An unstarted ``image-factory api`` bound to ``port`` or a free loopback port (use as a context
+    manager)."""
+    port = port or free_port()
     config = {**config, "http": {**config.get("http", {}), "httpListenAddr": f"127.0.0.1:{port}"}}
     path = state_dir / "config.yaml"
     write_config(path, config)

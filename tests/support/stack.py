@@ -21,7 +21,7 @@ import requests
 
 from devstack.factory import FactoryAPI, FactoryWorker
 from devstack.release.release import Release, factory_overrides
-from devstack.services import RedisServer, RegistryServer, S3Server
+from devstack.services import RedisServer, RegistryServer, S3Server, free_port
 from tests.support.factory import api_server, factory_config, worker_process
 
 _databases = itertools.count(1)
@@ -90,8 +90,14 @@ def factory_stack(
     apis: int = 1,
     workers: int = 1,
     s3: S3Server | None = None,
+    pxe_host: str | None = None,
     **overrides: Any,
 ) -> Iterator[Stack]:
+    """``pxe_host``: set ``http.externalPXEURL`` to ``http://<pxe_host>:<first API's port>/`` (e.g.
+    ``10.0.2.2``, the host as a QEMU guest sees it)."""
+    ports = [free_port() for _ in range(apis)]
+    if pxe_host is not None:
+        overrides = {"http.externalPXEURL": f"http://{pxe_host}:{ports[0]}/", **overrides}
     db = next(_databases) % 16 or 1
     redis_url = redis_server.url.rsplit("/", 1)[0] + f"/{db}"
     client = redis.Redis.from_url(redis_url)
@@ -120,7 +126,7 @@ def factory_stack(
         for i in range(apis):
             state = root / f"api{i}"
             state.mkdir(parents=True, exist_ok=True)
-            stack.apis.append(stop.enter_context(api_server(state, config)))
+            stack.apis.append(stop.enter_context(api_server(state, config, ports[i])))
         for _ in range(workers):
             stack.add_worker()
         stop.callback(_stop_all, stack.workers)
