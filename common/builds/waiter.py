@@ -104,7 +104,7 @@ class Waiter:
                     with self._lock:
                         for event in self._events.get(key, []):
                             event.set()
-            except redis.RedisError as exc:
+            except Exception as exc:  # this thread must outlive any Redis trouble
                 log.warning(
                     "build notifications lost; polling until Redis is back", extra={"error": str(exc)}
                 )

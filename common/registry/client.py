@@ -11,8 +11,10 @@ import functools
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+import os
+from collections.abc import Collection, Generator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
@@ -130,6 +132,29 @@ class RegistryClient:
         _check(done, "finish blob upload")
         return digest
 
+    def push_blob_file(self, path: Path, digest: str | None = None) -> tuple[str, int]:
+        """Monolithic upload streamed from ``path``; returns (digest, size).
+
+        The file is read twice (hash, then upload) in chunks, never held in memory, so multi-GB
+        assets cost one chunk of RAM. Skipped when the registry already has the blob.
+        """
+        size = os.stat(path).st_size
+        digest = digest or "sha256:" + file_sha256(path)
+        if self.blob_exists(digest):
+            return digest, size
+        start = self._request("POST", f"{self.base}/blobs/uploads/")
+        _check(start, "start blob upload")
+        location = urljoin(f"{self.scheme}://{self.repo.registry}/", start.headers["Location"])
+        sep = "&" if "?" in location else "?"
+        done = self._request(
+            "PUT",
+            f"{location}{sep}digest={digest}",
+            data=_FileBody(path, size) if size else b"",
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        _check(done, "finish blob upload")
+        return digest, size
+
     def put_manifest(self, reference: str, manifest: dict[str, Any], media_type: str) -> str:
         return self.put_manifest_bytes(
             reference, json.dumps(manifest, separators=(",", ":")).encode(), media_type
@@ -167,12 +192,16 @@ class RegistryClient:
             media_type = str(json.loads(body).get("mediaType", media_type))
         return Manifest(body=body, media_type=media_type, digest=digest)
 
-    def resolve(self, reference: str) -> str | None:
-        """The digest a tag points at (HEAD), or None when the tag does not exist."""
+    def resolve(self, reference: str, missing: Collection[int] = (404,)) -> str | None:
+        """The digest a tag points at (HEAD), or None when the tag does not exist.
+
+        ``missing``: the statuses that mean "absent" (upstream's asset cache also counts 403, which
+        some registries answer for a repository that was never pushed).
+        """
         response = self._request(
             "HEAD", f"{self.base}/manifests/{reference}", headers={"Accept": ACCEPT_MANIFESTS}
         )
-        if response.status_code == 404:
+        if response.status_code in missing:
             return None
         _check(response, f"HEAD manifest {reference}")
         digest = response.headers.get("Docker-Content-Digest")
@@ -205,15 +234,77 @@ class RegistryClient:
             url = _next_link(response, f"{self.scheme}://{self.repo.registry}")
         return tags
 
-    def stream_blob(self, digest: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-        """The blob's bytes in chunks; the caller verifies the digest (it sees every byte anyway)."""
-        response = self._request("GET", f"{self.base}/blobs/{digest}", stream=True)
+    def stream_blob(
+        self, digest: str, chunk_size: int = 1 << 20, *, start: int = 0, length: int | None = None
+    ) -> Generator[bytes, None, None]:
+        """The blob's bytes ``[start, start+length)`` in chunks (to the end when ``length`` is None).
+
+        Full reads are not digest-checked here: the caller sees every byte and verifies. A registry
+        that ignores the Range header (200 instead of 206) is handled by skipping the leading bytes.
+        The HTTP response is closed when the iterator is exhausted or closed.
+        """
+        if start < 0 or (length is not None and length < 0):
+            raise ValueError(f"invalid byte range start={start} length={length}")
+        if length == 0:
+            return
+        headers = {}
+        if start or length is not None:
+            end = "" if length is None else str(start + length - 1)
+            headers["Range"] = f"bytes={start}-{end}"
+        response = self._request("GET", f"{self.base}/blobs/{digest}", stream=True, headers=headers)
         if response.status_code == 404:
             response.close()
             raise RegistryError(f"blob {self.repo.path}@{digest} does not exist")
         _check(response, "GET blob")
+        skip = start if headers and response.status_code != 206 else 0
+        remaining = length
         with response:
-            yield from response.iter_content(chunk_size)
+            try:
+                for chunk in response.iter_content(chunk_size):
+                    if skip:
+                        if len(chunk) <= skip:
+                            skip -= len(chunk)
+                            continue
+                        chunk, skip = chunk[skip:], 0
+                    if remaining is not None:
+                        chunk = chunk[:remaining]
+                        remaining -= len(chunk)
+                    if chunk:
+                        yield chunk
+                    if remaining == 0:
+                        return
+            except requests.RequestException as exc:
+                raise UnavailableError(
+                    f"registry {self.repo.registry}: reading blob {digest} failed: {exc.__class__.__name__}"
+                ) from exc
+
+
+def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _FileBody:
+    """A request body streamed from a file that can be sent again (oras retries after a 401).
+
+    requests sends an object with ``__iter__`` and ``__len__`` with a Content-Length header and
+    no chunked encoding, which registries require for a monolithic PUT.
+    """
+
+    def __init__(self, path: Path, size: int, chunk_size: int = 1 << 20) -> None:
+        self.path, self.size, self.chunk_size = path, size, chunk_size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[bytes]:
+        with open(self.path, "rb") as f:
+            while chunk := f.read(self.chunk_size):
+                yield chunk
 
 
 def _read_bounded(response: requests.Response, limit: int, what: str) -> bytes:
