@@ -281,21 +281,7 @@ class BuildState:
 
     def succeed(self, key: str, *, size: int, seconds: float | None) -> None:
         rec = self.get(key)
-        now = time.time()
-        pipe = self.redis.pipeline()
-        pipe.hset(
-            record_key(key),
-            mapping={
-                "status": Status.SUCCEEDED.value,
-                "stage": "done",
-                "finishedAt": repr(now),
-                "size": str(size),
-                "error": "",
-                "errorStatus": "0",
-            },
-        )
-        pipe.expire(record_key(key), SUCCESS_TTL)
-        pipe.zrem(QUEUE, key)
+        pipe = self._finishing(key, Status.SUCCEEDED, "done", SUCCESS_TTL, size=size, error="", errorStatus=0)
         if seconds is not None and rec is not None and rec.kind:
             hist = history_key(rec.version, rec.kind, rec.arch)
             pipe.lpush(hist, repr(seconds))
@@ -305,18 +291,17 @@ class BuildState:
 
     def fail(self, key: str, *, status: int, message: str) -> None:
         """Recorded and remembered for ``failure_ttl``: identical requests get it without a rebuild."""
-        pipe = self.redis.pipeline()
-        pipe.hset(
-            record_key(key),
-            mapping={
-                "status": Status.FAILED.value,
-                "stage": "failed",
-                "finishedAt": repr(time.time()),
-                "error": message,
-                "errorStatus": str(status),
-            },
-        )
-        pipe.expire(record_key(key), max(1, int(self.failure_ttl)))
-        pipe.zrem(QUEUE, key)
+        ttl = max(1, int(self.failure_ttl))
+        pipe = self._finishing(key, Status.FAILED, "failed", ttl, error=message, errorStatus=status)
         pipe.publish(DONE_CHANNEL, key)
         pipe.execute()
+
+    def _finishing(self, key: str, status: Status, stage: str, ttl: int, **fields: object) -> Any:
+        """A pipeline that marks ``key`` finished, out of the queue, expiring in ``ttl`` seconds."""
+        mapping = {"status": status.value, "stage": stage, "finishedAt": repr(time.time())}
+        mapping.update({k: str(v) for k, v in fields.items()})
+        pipe = self.redis.pipeline()
+        pipe.hset(record_key(key), mapping=mapping)  # type: ignore[arg-type]
+        pipe.expire(record_key(key), ttl)
+        pipe.zrem(QUEUE, key)
+        return pipe

@@ -34,6 +34,7 @@ from common.cache.base import CHUNK, AssetInfo, CachedAsset
 from common.cache.oci import ANNOTATION_S3_ETAG, OCIAsset, OCICache, range_length
 from common.config.options import S3Options
 from common.errors import FactoryError, UnavailableError
+from common.streams import window
 
 log = logging.getLogger(__name__)
 
@@ -133,18 +134,9 @@ class S3Asset:
         skip = 0 if response.get("ContentRange") or start == 0 else start
         remaining = length
         try:
-            for chunk in body.iter_chunks(CHUNK):
-                if skip:
-                    if len(chunk) <= skip:
-                        skip -= len(chunk)
-                        continue
-                    chunk, skip = chunk[skip:], 0
-                chunk = chunk[:remaining]
+            for chunk in window(body.iter_chunks(CHUNK), skip, length):
                 remaining -= len(chunk)
-                if chunk:
-                    yield chunk
-                if remaining == 0:
-                    return
+                yield chunk
         except BotoCoreError as exc:
             raise _error(exc, f"reading s3://{self.cache.bucket}/{self.object_key}") from exc
         finally:

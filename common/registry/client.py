@@ -24,6 +24,7 @@ import requests
 
 from common.config.options import RepositoryOptions
 from common.errors import FactoryError, UnavailableError
+from common.streams import window
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,11 @@ class RegistryClient:
         digest = digest or "sha256:" + hashlib.sha256(data).hexdigest()
         if self.blob_exists(digest):
             return digest
+        self._upload(digest, data)
+        return digest
+
+    def _upload(self, digest: str, body: Any) -> None:
+        """Monolithic upload: POST for a session, PUT the whole body with its digest."""
         start = self._request("POST", f"{self.base}/blobs/uploads/")
         _check(start, "start blob upload")
         location = urljoin(f"{self.scheme}://{self.repo.registry}/", start.headers["Location"])
@@ -126,11 +132,10 @@ class RegistryClient:
         done = self._request(
             "PUT",
             f"{location}{sep}digest={digest}",
-            data=data,
+            data=body,
             headers={"Content-Type": "application/octet-stream"},
         )
         _check(done, "finish blob upload")
-        return digest
 
     def push_blob_file(self, path: Path, digest: str | None = None) -> tuple[str, int]:
         """Monolithic upload streamed from ``path``; returns (digest, size).
@@ -142,17 +147,7 @@ class RegistryClient:
         digest = digest or "sha256:" + file_sha256(path)
         if self.blob_exists(digest):
             return digest, size
-        start = self._request("POST", f"{self.base}/blobs/uploads/")
-        _check(start, "start blob upload")
-        location = urljoin(f"{self.scheme}://{self.repo.registry}/", start.headers["Location"])
-        sep = "&" if "?" in location else "?"
-        done = self._request(
-            "PUT",
-            f"{location}{sep}digest={digest}",
-            data=_FileBody(path, size) if size else b"",
-            headers={"Content-Type": "application/octet-stream"},
-        )
-        _check(done, "finish blob upload")
+        self._upload(digest, _FileBody(path, size) if size else b"")
         return digest, size
 
     def put_manifest(self, reference: str, manifest: dict[str, Any], media_type: str) -> str:
@@ -257,22 +252,9 @@ class RegistryClient:
             raise RegistryError(f"blob {self.repo.path}@{digest} does not exist")
         _check(response, "GET blob")
         skip = start if headers and response.status_code != 206 else 0
-        remaining = length
         with response:
             try:
-                for chunk in response.iter_content(chunk_size):
-                    if skip:
-                        if len(chunk) <= skip:
-                            skip -= len(chunk)
-                            continue
-                        chunk, skip = chunk[skip:], 0
-                    if remaining is not None:
-                        chunk = chunk[:remaining]
-                        remaining -= len(chunk)
-                    if chunk:
-                        yield chunk
-                    if remaining == 0:
-                        return
+                yield from window(response.iter_content(chunk_size), skip, length)
             except requests.RequestException as exc:
                 raise UnavailableError(
                     f"registry {self.repo.registry}: reading blob {digest} failed: {exc.__class__.__name__}"
