@@ -10,16 +10,18 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from cachetools import TTLCache
 from celery import Celery
 from flask import Request, Response, current_app
 
 from api.responses import go_json
-from common.builds.plan import BuildRequest
+from common.builds.plan import BuildRequest, resolve
 from common.builds.state import BuildRecord, Enqueue, Status
 from common.builds.waiter import Waiter
 from common.cache.base import CachedAsset
@@ -32,6 +34,9 @@ log = logging.getLogger(__name__)
 
 BUILD_TASK = "image_factory.build"  # by name: the API does not import the worker
 BUILD_QUEUE = "builds"
+MEMO_SIZE = 10_000
+ENTRY_TTL = 30.0  # seconds a verified cache entry is served without asking the registry again
+PLAN_TTL = 60.0  # seconds a resolved (schematic, version, path) is reused (catalogs change rarely)
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -54,13 +59,57 @@ class Pending:
 
 
 class Delivery:
+    """Also this process's short memory of hot paths: a cached download costs four registry round
+    trips and an S3 HEAD to look up and verify, ~50 times a bare redirect (bench.delivery). Only what
+    cannot go wrong silently is remembered: resolved requests and verified entries for seconds,
+    presigned URLs for a quarter of their validity. Misses and errors are never remembered."""
+
     def __init__(self, services: Services, celery: Celery, waiter: Waiter) -> None:
         self.services = services
         self.celery = celery
         self.waiter = waiter
+        presign = services.config.cache.s3.presignedURLTTL.total_seconds()
+        self._lock = threading.Lock()
+        self._assets: TTLCache[str, CachedAsset] = TTLCache(MEMO_SIZE, ENTRY_TTL)
+        self._plans: TTLCache[tuple[str, str, str], tuple[BuildRequest, BuildPlan]] = TTLCache(
+            MEMO_SIZE, PLAN_TTL
+        )
+        self._urls: TTLCache[tuple[str, str], str] = TTLCache(MEMO_SIZE, max(1.0, min(300.0, presign / 4)))
+
+    def resolve(self, schematic_id: str, version: str, path: str) -> tuple[BuildRequest, BuildPlan]:
+        memo = (schematic_id, version, path)
+        with self._lock:
+            found = self._plans.get(memo)
+        if found is not None:
+            return found
+        svc = self.services
+        resolved = resolve(svc.schematics, svc.artifacts, schematic_id, version, path)
+        with self._lock:
+            self._plans[memo] = resolved
+        return resolved
 
     def lookup(self, key: str) -> CachedAsset | None:
-        return self.services.cache.get(key)
+        with self._lock:
+            found = self._assets.get(key)
+        if found is not None:
+            return found
+        asset = self.services.cache.get(key)
+        if asset is not None:
+            with self._lock:
+                self._assets[key] = asset
+        return asset
+
+    def redirect_url(self, key: str, asset: CachedAsset, filename: str) -> str | None:
+        memo = (key, filename)
+        with self._lock:
+            found = self._urls.get(memo)
+        if found is not None:
+            return found
+        url = asset.redirect_url(filename)
+        if url:
+            with self._lock:
+                self._urls[memo] = url
+        return url
 
     def ensure(self, key: str, request: BuildRequest, plan: BuildPlan) -> None:
         """Makes sure a build of ``key`` is queued or running; raises the remembered failure."""
@@ -233,21 +282,21 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | bool | None:
 
 
 def asset_response(
+    d: Delivery,
     asset: CachedAsset,
     request: Request,
     *,
     key: str,
     filename: str,
     content_type: str,
-    services: Services,
 ) -> Response:
     """302 to S3/CDN when allowed, else the bytes (one range at most) in bounded chunks.
 
     ``ETag`` is the profile hash: the same key always names the same bytes (ours; upstream sends none).
     """
-    if redirect_allowed(request, services):
+    if redirect_allowed(request, d.services):
         try:
-            url = asset.redirect_url(filename)
+            url = d.redirect_url(key, asset, filename)
         except Exception as exc:
             log.warning("asset cannot be redirected; serving directly", extra={"error": str(exc)})
             url = None

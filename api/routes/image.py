@@ -6,7 +6,7 @@ from flask import Blueprint, Response, request
 
 from api.context import services
 from api.delivery import Pending, asset_response, delivery, pending_response
-from common.builds.plan import content_type, resolve, safe_filename
+from common.builds.plan import content_type, safe_filename
 from common.errors import FactoryError
 
 bp = Blueprint("image", __name__)
@@ -34,10 +34,10 @@ def image(schematic_id: str, version: str, path: str) -> Response:
         if path.endswith(suffix):
             raise PaymentRequiredError(message)
     svc = services()
-    req, plan = resolve(svc.schematics, svc.artifacts, schematic_id, version, path)
+    d = delivery()
+    req, plan = d.resolve(schematic_id, version, path)
     filename = safe_filename(request.args.get("filename"), path)
     key = plan.key
-    d = delivery()
     asset = d.lookup(key)
     if asset is None:
         d.ensure(key, req, plan)
@@ -47,6 +47,4 @@ def image(schematic_id: str, version: str, path: str) -> Response:
         if isinstance(waited, Pending):
             return pending_response(d, waited, preference_applied=False)
         asset = waited
-    return asset_response(
-        asset, request, key=key, filename=filename, content_type=content_type(path), services=svc
-    )
+    return asset_response(d, asset, request, key=key, filename=filename, content_type=content_type(path))

@@ -8,7 +8,6 @@ from flask import Blueprint, Response
 
 from api.context import services
 from api.delivery import Pending, delivery
-from common.builds.plan import resolve
 from common.errors import UnavailableError
 
 bp = Blueprint("pxe", __name__)
@@ -39,8 +38,8 @@ def _join(base: str, *segments: str) -> str:
 @bp.get("/pxe/<schematic_id>/<version>/<path>")
 def pxe(schematic_id: str, version: str, path: str) -> Response:
     svc = services()
-    req, plan = resolve(svc.schematics, svc.artifacts, schematic_id, version, "cmdline-" + path)
     d = delivery()
+    req, plan = d.resolve(schematic_id, version, "cmdline-" + path)
     key = plan.key
     asset = d.lookup(key)
     if asset is None:
