@@ -50,6 +50,13 @@ class BuildFailedError(FactoryError):
         self.status = record.error_status or 500
 
 
+@dataclass(frozen=True)
+class Resolved:
+    request: BuildRequest
+    plan: BuildPlan
+    key: str
+
+
 @dataclass
 class Pending:
     """A build the client did not (or could no longer) wait for."""
@@ -71,19 +78,18 @@ class Delivery:
         presign = services.config.cache.s3.presignedURLTTL.total_seconds()
         self._lock = threading.Lock()
         self._assets: TTLCache[str, CachedAsset] = TTLCache(MEMO_SIZE, ENTRY_TTL)
-        self._plans: TTLCache[tuple[str, str, str], tuple[BuildRequest, BuildPlan]] = TTLCache(
-            MEMO_SIZE, PLAN_TTL
-        )
+        self._plans: TTLCache[tuple[str, str, str], Resolved] = TTLCache(MEMO_SIZE, PLAN_TTL)
         self._urls: TTLCache[tuple[str, str], str] = TTLCache(MEMO_SIZE, max(1.0, min(300.0, presign / 4)))
 
-    def resolve(self, schematic_id: str, version: str, path: str) -> tuple[BuildRequest, BuildPlan]:
+    def resolve(self, schematic_id: str, version: str, path: str) -> Resolved:
         memo = (schematic_id, version, path)
         with self._lock:
             found = self._plans.get(memo)
         if found is not None:
             return found
         svc = self.services
-        resolved = resolve(svc.schematics, svc.artifacts, schematic_id, version, path)
+        request, plan = resolve(svc.schematics, svc.artifacts, schematic_id, version, path)
+        resolved = Resolved(request, plan, plan.key)  # the hash is the costly part: once
         with self._lock:
             self._plans[memo] = resolved
         return resolved

@@ -35,9 +35,9 @@ def image(schematic_id: str, version: str, path: str) -> Response:
             raise PaymentRequiredError(message)
     svc = services()
     d = delivery()
-    req, plan = d.resolve(schematic_id, version, path)
+    resolved = d.resolve(schematic_id, version, path)
+    req, plan, key = resolved.request, resolved.plan, resolved.key
     filename = safe_filename(request.args.get("filename"), path)
-    key = plan.key
     asset = d.lookup(key)
     if asset is None:
         d.ensure(key, req, plan)

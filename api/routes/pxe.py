@@ -39,8 +39,8 @@ def _join(base: str, *segments: str) -> str:
 def pxe(schematic_id: str, version: str, path: str) -> Response:
     svc = services()
     d = delivery()
-    req, plan = d.resolve(schematic_id, version, "cmdline-" + path)
-    key = plan.key
+    resolved = d.resolve(schematic_id, version, "cmdline-" + path)
+    req, plan, key = resolved.request, resolved.plan, resolved.key
     asset = d.lookup(key)
     if asset is None:
         d.ensure(key, req, plan)
