@@ -18,10 +18,11 @@ from urllib.parse import urlsplit
 
 from cachetools import TTLCache
 from celery import Celery
-from flask import Request, Response, current_app
+from flask import Request, Response, current_app, request
 
 from api.responses import go_json
 from common.builds.plan import BuildRequest, resolve
+from common.builds.queue import BUILD_QUEUE, BUILD_TASK, broker_settings
 from common.builds.state import BuildRecord, Enqueue, Status
 from common.builds.waiter import Waiter
 from common.cache.base import CachedAsset
@@ -32,8 +33,6 @@ from common.services import Services
 
 log = logging.getLogger(__name__)
 
-BUILD_TASK = "image_factory.build"  # by name: the API does not import the worker
-BUILD_QUEUE = "builds"
 MEMO_SIZE = 10_000
 ENTRY_TTL = 30.0  # seconds a verified cache entry is served without asking the registry again
 PLAN_TTL = 60.0  # seconds a resolved (schematic, version, path) is reused (catalogs change rarely)
@@ -347,15 +346,8 @@ def _html_escape(text: str) -> str:
 
 def celery_client(services: Services) -> Celery:
     """Publishes tasks by name; the API never imports the worker's code."""
-    app = Celery("image-factory-api", broker=services.config.redis.url, set_as_current=False)
-    app.conf.update(
-        task_serializer="json",
-        accept_content=["json"],
-        broker_connection_retry_on_startup=True,
-        broker_transport_options={
-            "visibility_timeout": int(services.config.build.timeout.total_seconds()) + 600
-        },
-    )
+    app = Celery("image-factory-api", set_as_current=False)
+    app.conf.update(broker_settings(services.config))
     return app
 
 
@@ -366,9 +358,7 @@ def delivery() -> Delivery:
 
 def pending_response(d: Delivery, pending: Pending, *, preference_applied: bool) -> Response:
     """``202 Accepted``: the build's status now, where to poll, and when."""
-    from flask import request as current_request
-
-    url = current_request.base_url
+    url = request.base_url
     doc = status_document(d, pending.key, pending.record, url)
     if pending.record is None:
         doc.update(status=Status.QUEUED.value, stage="queued", progress=0.0, url=url)

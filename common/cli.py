@@ -72,8 +72,9 @@ def _run_api(config: Config, log_level: str) -> int:
 
 
 def _run_worker(config: Config, log_level: str, concurrency: int | None, queues: str | None) -> int:
+    from common.builds.queue import BUILD_QUEUE
     from common.cache.signing import FileKeySigner
-    from worker.app import BUILD_QUEUE, create_celery
+    from worker.app import create_celery
 
     FileKeySigner.from_path(config.cache.signingKeyPath)  # upstream refuses to start without it
     app = create_celery(config)

@@ -7,34 +7,25 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import before_task_publish, task_postrun, task_prerun, worker_init
 
+from common.builds.queue import broker_settings
 from common.config import Config
 from common.logging import request_id_var
 from common.services import Services, build_services, scratch_dir
 from worker.imager.scratch import sweep
-
-BUILD_QUEUE = "builds"
 
 
 def create_celery(config: Config) -> Celery:
     timeout = config.build.timeout.total_seconds()
     app = Celery("image-factory", set_as_current=True)
     app.conf.update(
-        broker_url=config.redis.url,
+        **broker_settings(config),
         result_backend=config.redis.url,
-        task_serializer="json",
         result_serializer="json",
-        accept_content=["json"],
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_connection_retry_on_startup=True,
         task_track_started=True,
         task_default_queue="default",
-        task_routes={"image_factory.build": {"queue": BUILD_QUEUE}},
-        # Builds are long: a message stays unacked while it runs, so Redis must not hand it to another
-        # worker before the longest build could have finished. Killed builds are found sooner, by
-        # their heartbeat (common.builds.state), and queued again by the clients waiting for them.
-        broker_transport_options={"visibility_timeout": int(timeout) + 600},
         task_time_limit=int(timeout),
         task_soft_time_limit=max(1, int(timeout) - 30),
         result_expires=24 * 3600,

@@ -15,7 +15,6 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -92,7 +91,6 @@ def run_build(
     request: BuildRequest,
     *,
     retries: int,
-    on_stage: Callable[[str], None] | None = None,
 ) -> Outcome:
     """Runs the build for ``key``; raises :class:`Retry` for transient failures within ``retries``."""
     config = services.config
@@ -109,8 +107,6 @@ def run_build(
 
     def stage(name: str, **fields: object) -> None:
         state.update(key, stage=name, **fields)
-        if on_stage is not None:
-            on_stage(name)
 
     attempt = 0
     try:
@@ -125,9 +121,7 @@ def run_build(
                 services.schematics, services.artifacts, request.schematic_id, request.version, request.path
             )
             if plan.key != key:
-                raise FactoryError(
-                    f"profile hash mismatch: asked for {key}, resolved {plan.key}"
-                )
+                raise FactoryError(f"profile hash mismatch: asked for {key}, resolved {plan.key}")
             stage("waiting for a build slot")
             while not state.acquire_slot(token, config.build.maxConcurrency):
                 time.sleep(SLOT_POLL)

@@ -8,13 +8,12 @@ from typing import Any
 from celery import shared_task
 
 from common.builds.plan import BuildRequest
+from common.builds.queue import BUILD_TASK
 from common.logging import request_id_var
 from worker.app import FactoryTask
 from worker.pipeline import Retry, run_build
 
 log = logging.getLogger(__name__)
-
-BUILD_TASK = "image_factory.build"
 
 
 @shared_task(base=FactoryTask, bind=True, name="image_factory.ping")

@@ -186,9 +186,6 @@ class BuildState:
         rank = self.redis.zrank(QUEUE, key)
         return None if rank is None else int(cast(int, rank)) + 1
 
-    def queue_length(self) -> int:
-        return int(self.redis.zcard(QUEUE))
-
     def runs(self, key: str) -> int:
         """How many times a worker ran the imager for ``key`` (a cache hit in the task is no run)."""
         value = self.redis.get(runs_key(key))

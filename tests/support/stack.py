@@ -12,7 +12,7 @@ import os
 import signal
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,6 @@ class Stack:
     config: dict[str, Any]
     root: Path
     bucket: str | None = None
-    _extra: list[Any] = field(default_factory=list)
 
     @property
     def api(self) -> FactoryAPI:
