@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass
 
 import redis
+from celery.exceptions import SoftTimeLimitExceeded
 
 from common.builds.plan import BuildRequest, content_type, resolve
 from common.builds.state import HEARTBEAT_EVERY, LOCK_TTL, BuildState
@@ -177,6 +178,6 @@ def failure(exc: BaseException) -> tuple[int, str]:
         if exc.status == 500:
             return 500, "internal server error"
         return exc.status, exc.message
-    if exc.__class__.__name__ == "SoftTimeLimitExceeded":
+    if isinstance(exc, SoftTimeLimitExceeded):
         return 504, "the build took longer than build.timeout"
     return 500, "internal server error"
