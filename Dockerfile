@@ -23,10 +23,10 @@ RUN set -eux; \
 
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY image_factory ./image_factory
 COPY api ./api
 COPY worker ./worker
 COPY common ./common
-COPY devstack ./devstack
 RUN pip install . && rm -rf /src
 
 # Non-root; UID/GID 1000 match the Helm chart's securityContext. Builds and caches use /tmp.

@@ -15,15 +15,15 @@ import redis
 
 from common.artifacts.manager import ArtifactsManager
 from common.artifacts.store import ArtifactStore
-from common.artifacts.verify.source import verifier_from_config
 from common.builds.state import BuildState
 from common.cache import build_cache
 from common.cache.base import AssetCache
 from common.cache.signing import CacheSigner, FileKeySigner
 from common.config import Config
+from common.cosign.source import verifier_from_config
 from common.readiness import Check, readiness_checks
 from common.registry.client import RegistryClient
-from common.schematic.cache import SchematicLRU
+from common.schematic.lru import SchematicLRU
 from common.schematic.service import SchematicService
 from common.schematic.storage import SchematicStorage
 

@@ -6,8 +6,8 @@ from flask import Blueprint, Response, request
 
 from api.context import services
 from api.responses import json_response
-from common.artifacts import versions as v
 from common.artifacts.manager import ArtifactsManager
+from common.talos import version as v
 
 bp = Blueprint("meta", __name__)
 

@@ -12,8 +12,8 @@ from flask import Blueprint, Response
 from api.context import services
 from api.responses import json_response
 from api.routes.meta import artifacts
-from common.artifacts import versions as v
 from common.errors import NotFoundError
+from common.talos import version as v
 
 bp = Blueprint("talosctl", __name__)
 CHUNK = 1 << 20

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from common.artifacts import versions as v
 from common.artifacts.catalog import (
     ExtensionRef,
     ImageDependency,
@@ -32,12 +31,13 @@ from common.artifacts.catalog import (
 )
 from common.artifacts.store import ArtifactStore
 from common.artifacts.unpack import UnpackError, apply_layers
-from common.artifacts.verify.source import SourceVerifier
 from common.config import Config
 from common.config.options import RepositoryOptions
+from common.cosign.source import SourceVerifier
 from common.errors import FactoryError, NotFoundError, UnavailableError
-from common.profile.quirks import Quirks
 from common.registry.client import Manifest, RegistryClient, RegistryError
+from common.talos import version as v
+from common.talos.quirks import Quirks
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,11 @@ import mimetypes
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from common.artifacts import versions as v
 from common.errors import FactoryError, NotFoundError
 from common.profile.enhance import BuildPlan, Catalogs, enhance
 from common.profile.path import parse_path
 from common.schematic import parse_schematic
+from common.talos import version as v
 
 #: Upstream's download Content-Type map (internal/mime, v1.1+); the host's mime DB for the rest.
 CONTENT_TYPES = {

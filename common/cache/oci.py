@@ -23,16 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.artifacts.verify.types import SignatureError, check_simple_signing_payload
 from common.cache.base import CHUNK, AssetInfo
 from common.cache.signing import CacheSigner
 from common.config.options import RepositoryOptions
-from common.cosign import (
+from common.cosign.registry import (
     SignatureLayer,
     fetch_legacy_signatures,
     push_legacy_signatures,
     simple_signing_payload,
 )
+from common.cosign.types import SignatureError, check_simple_signing_payload
 from common.registry.client import DOCKER_CONFIG, DOCKER_MANIFEST, RegistryClient, RegistryError
 
 log = logging.getLogger(__name__)

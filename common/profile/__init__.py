@@ -23,7 +23,7 @@ from common.profile.model import (
     SigningKeyAndCertificate,
 )
 from common.profile.path import go_quote, installer_profile, parse_path
-from common.profile.quirks import Quirks
+from common.talos.quirks import Quirks
 
 __all__ = [
     "Bootloader",

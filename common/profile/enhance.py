@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from common.artifacts.catalog import ExtensionRef, ImageDependency, OverlayRef
-from common.artifacts.versions import Version, parse_tolerant
 from common.errors import InvalidInputError, NotImplementedYetError
 from common.profile.hash import profile_hash
 from common.profile.model import (
@@ -29,8 +28,9 @@ from common.profile.model import (
     SecureBootAssets,
 )
 from common.profile.path import go_quote
-from common.profile.quirks import Quirks
 from common.schematic.model import Schematic
+from common.talos.quirks import Quirks
+from common.talos.version import Version, parse_tolerant
 
 __all__ = [
     "EXTENSION_ALIASES",

@@ -27,7 +27,7 @@ from common.profile.model import (
     SecureBootAssets,
 )
 from common.profile.path import go_quote
-from common.profile.quirks import MIB, Quirks
+from common.talos.quirks import MIB, Quirks
 
 __all__ = [
     "ProfileInvalidError",

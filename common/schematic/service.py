@@ -17,7 +17,7 @@ import redis
 
 from common.errors import FactoryError, NotFoundError
 from common.schematic import canonicalize
-from common.schematic.cache import SchematicLRU
+from common.schematic.lru import SchematicLRU
 from common.schematic.storage import SchematicStorage, hashes_to, is_valid_id
 
 log = logging.getLogger(__name__)

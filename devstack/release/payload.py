@@ -40,7 +40,7 @@ from typing import Literal
 
 import semver
 
-from common.profile.quirks import Quirks
+from common.talos.quirks import Quirks
 from devstack import debian
 
 __all__ = [

@@ -21,14 +21,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from common.config.options import RepositoryOptions
-from common.cosign import (
+from common.cosign.registry import (
     SignatureLayer,
     push_bundle_referrer,
     push_legacy_signatures,
     simple_signing_payload,
 )
-from common.profile.quirks import Quirks
 from common.registry.client import RegistryClient
+from common.talos.quirks import Quirks
 from devstack.debian import grub_arm64_efi_dir, grub_dirs
 from devstack.release import content
 from devstack.release.oci import Image, Layer, Pushed, file, layer, push_index, tree

@@ -33,7 +33,6 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from common.profile.cmdline import Cmdline
 from common.schematic.emit import marshal, schematic_id
 from devstack.release.release import Release
 from devstack.services import RedisServer, RegistryServer, S3Server
@@ -42,6 +41,7 @@ from tests.support.imager import ImagerHarness, imager_harness
 from tests.support.qemu import boot, qemu_available
 from tests.support.stack import Stack, factory_stack
 from worker.imager.build import kernel_cmdline
+from worker.imager.cmdline import Cmdline
 
 pytestmark = [
     pytest.mark.e2e,

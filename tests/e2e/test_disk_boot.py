@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from common.profile.cmdline import Cmdline
 from common.schematic.model import Customization, MetaValue, Schematic
 from devstack.release.release import Release
 from tests.e2e.test_imager_boot import _check_report, _ok
 from tests.support.imager import ImagerHarness, imager_harness
 from tests.support.qemu import Disk, boot
 from worker.imager.build import kernel_cmdline
+from worker.imager.cmdline import Cmdline
 
 pytestmark = pytest.mark.e2e
 

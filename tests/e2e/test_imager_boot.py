@@ -16,15 +16,15 @@ from typing import Any
 import pytest
 import yaml
 
-from common.artifacts.versions import parse_tolerant
-from common.profile.cmdline import Cmdline
-from common.profile.meta import META_ENV_VAR, decode_environment
 from common.schematic.emit import schematic_id
 from common.schematic.model import Customization, MetaValue, Schematic
+from common.talos.version import parse_tolerant
 from devstack.release.release import Release
 from tests.support.imager import ImagerHarness, imager_harness
 from tests.support.qemu import BootResult, Disk, boot, esp_image
 from worker.imager.build import kernel_cmdline
+from worker.imager.cmdline import Cmdline
+from worker.imager.meta import META_ENV_VAR, decode_environment
 
 pytestmark = pytest.mark.e2e
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from common.artifacts import schematic_extension
 from devstack.release.payload import Payload, build_payload, kernel_module
 from tests.support.qemu import BootResult, boot
+from worker.imager import schematic_extension
 from worker.imager.extensions import ExtensionSource, embedded_config_extension
 from worker.imager.initramfs import build_initramfs
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from common.artifacts import versions as v
 from common.artifacts.catalog import ExtensionRef, TaggedRef
 from common.artifacts.manager import ArtifactsManager
 from common.artifacts.store import ArtifactStore
-from common.artifacts.verify.source import verifier_from_config
-from common.artifacts.verify.types import SignatureError
+from common.cosign.source import verifier_from_config
+from common.cosign.types import SignatureError
 from common.errors import NotFoundError
+from common.talos import version as v
 from devstack.release import content
 from devstack.release.oci import Image
 from devstack.release.oci import file as oci_file

@@ -44,7 +44,12 @@ from common.cache.base import CHUNK
 from common.cache.oci import ANNOTATION_S3_ETAG, LAYER_MEDIA_TYPE
 from common.config import Config
 from common.config.options import RepositoryOptions, S3Options
-from common.cosign import SignatureLayer, push_legacy_signatures, signature_tag, simple_signing_payload
+from common.cosign.registry import (
+    SignatureLayer,
+    push_legacy_signatures,
+    signature_tag,
+    simple_signing_payload,
+)
 from common.errors import UnavailableError
 from common.registry.client import DOCKER_CONFIG, DOCKER_MANIFEST, OCI_MANIFEST, RegistryClient
 from devstack.services import RegistryServer, S3Server, free_port

@@ -19,7 +19,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from common.config.options import RepositoryOptions
-from common.cosign import SignatureLayer, push_legacy_signatures, signature_tag, simple_signing_payload
+from common.cosign.registry import (
+    SignatureLayer,
+    push_legacy_signatures,
+    signature_tag,
+    simple_signing_payload,
+)
 from common.registry.client import RegistryClient
 from devstack.release.release import Release
 from devstack.services import RedisServer, RegistryServer

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from common.config.options import RepositoryOptions
-from common.cosign import SignatureLayer, push_legacy_signatures, simple_signing_payload
+from common.cosign.registry import SignatureLayer, push_legacy_signatures, simple_signing_payload
 from common.registry.client import RegistryClient
 from devstack.release import content
 from devstack.release.oci import Image, layer, push_index

@@ -33,14 +33,14 @@ from typing import Any
 import pefile
 import pytest
 
-from common.artifacts.versions import parse_tolerant
 from common.errors import FactoryError
-from common.profile.meta import parse_adv
 from common.schematic.model import Customization, MetaValue, Schematic
+from common.talos.version import parse_tolerant
 from devstack.release.release import Release
 from tests.support.imager import ImagerHarness, imager_harness
 from worker.imager.build import BuildResult, kernel_cmdline
 from worker.imager.disk import grub_disk_cfg
+from worker.imager.meta import parse_adv
 
 pytestmark = pytest.mark.integration
 

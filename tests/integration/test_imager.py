@@ -11,9 +11,9 @@ import pefile
 import pytest
 import yaml
 
-from common.artifacts.versions import parse_tolerant
 from common.schematic.emit import marshal, schematic_id
 from common.schematic.model import Customization, MetaValue, Schematic
+from common.talos.version import parse_tolerant
 from devstack.release.release import Release
 from tests.support.imager import ImagerHarness, imager_harness
 from tests.support.initramfs import decompose

@@ -8,7 +8,7 @@ import redis
 from common.config.options import RepositoryOptions
 from common.errors import NotFoundError
 from common.registry.client import RegistryClient
-from common.schematic.cache import SchematicLRU
+from common.schematic.lru import SchematicLRU
 from common.schematic.service import SchematicService
 from common.schematic.storage import SchematicStorage
 from devstack.services import RedisServer, RegistryServer, free_port

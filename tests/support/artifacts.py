@@ -7,9 +7,9 @@ from typing import Any
 
 from common.artifacts.manager import ArtifactsManager
 from common.artifacts.store import ArtifactStore
-from common.artifacts.verify.source import verifier_from_config
 from common.config import Config
 from common.config.schema import assign
+from common.cosign.source import verifier_from_config
 from devstack.release.release import Release, factory_overrides
 
 __all__ = ["make_config", "manager"]

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.artifacts.manager import ArtifactsManager
-from common.artifacts.versions import parse_tolerant
 from common.profile.enhance import BuildPlan, enhance
 from common.profile.path import parse_path
 from common.schematic.emit import marshal, schematic_id
 from common.schematic.model import Schematic
+from common.talos.version import parse_tolerant
 from devstack.release.release import Release
 from tests.support.artifacts import manager
 from worker.imager.build import BuildResult, build

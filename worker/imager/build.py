@@ -21,17 +21,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from common.artifacts import schematic_extension
 from common.artifacts.catalog import ImageDependency
 from common.artifacts.manager import ImageLayers, UnpackedImage
-from common.artifacts.versions import Version, parse_tolerant
 from common.errors import NotImplementedYetError
-from common.profile.cmdline import build_cmdline
 from common.profile.enhance import BuildPlan
 from common.profile.fill import fill_defaults, output_name, validate
 from common.profile.model import Bootloader, OutFormat, OutputKind, Profile, SDBootEnrollKeys
-from common.profile.quirks import Quirks
-from worker.imager import tools
+from common.talos.quirks import Quirks
+from common.talos.version import Version, parse_tolerant
+from worker.imager import schematic_extension, tools
+from worker.imager.cmdline import build_cmdline
 from worker.imager.compress import compress
 from worker.imager.disk import META_DISK_IMAGE_BOOTLOADER, DiskInputs, build_disk
 from worker.imager.extensions import ExtensionSource, embedded_config_extension

@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.errors import InvalidInputError
-from common.profile.meta import meta_partition
 from common.profile.model import Bootloader, SDBootEnrollKeys
-from common.profile.quirks import Quirks
+from common.talos.quirks import Quirks
 from worker.imager import gpt, tools
 from worker.imager.iso import grub_quote
+from worker.imager.meta import meta_partition
 from worker.imager.sparse import nonzero_blocks
 from worker.imager.staging import fat_copy, grub_platform_dir
 

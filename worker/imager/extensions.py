@@ -30,8 +30,9 @@ import yaml
 
 from common.artifacts.unpack import SELINUX_XATTR, apply_layers
 from common.errors import InvalidInputError
-from common.profile.quirks import Quirks
 from common.schematic.emit import Struct, marshal_value
+from common.talos.quirks import Quirks
+from common.talos.version import parse_strict, release_core
 from worker.imager.tools import ToolError, run
 
 __all__ = [
@@ -332,12 +333,13 @@ def _expand_wildcard(part: str) -> list[str]:
 
 
 def _parse_version(text: str) -> semver.Version:
+    """A range's bound: blang's strict ``Parse`` (no ``v``, no padding, no spaces)."""
     if not text or any(c.isspace() for c in text):
         raise RangeError(f"invalid version {text!r}")
     try:
-        return semver.Version.parse(text)
-    except (ValueError, TypeError) as exc:
-        raise RangeError(str(exc)) from exc
+        return parse_strict(text)
+    except InvalidInputError as exc:
+        raise RangeError(str(exc).removeprefix("error parsing version: ")) from exc
 
 
 def _comparison(part: str) -> Range:
@@ -360,8 +362,8 @@ def parse_range(constraint: str) -> Range:
 
 def talos_core_version(version: str) -> semver.Version:
     """The version constraints are checked against: major.minor.patch (pre-release dropped)."""
-    parsed = Quirks(version).version
-    return _LIBRARY_VERSION if parsed is None else semver.Version(*parsed)
+    parsed = release_core(version)
+    return _LIBRARY_VERSION if parsed is None else parsed
 
 
 # --------------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from common.profile.model import DiskFormat, ImageOptions
-from common.profile.quirks import Quirks
+from common.talos.quirks import Quirks
 from worker.imager import tools
 from worker.imager.sparse import nonzero_blocks
 

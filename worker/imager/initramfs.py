@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from common.profile.quirks import Quirks
+from common.talos.quirks import Quirks
 from worker.imager import cpio
 from worker.imager.extensions import (
     MODULES_DEP,

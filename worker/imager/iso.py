@@ -37,7 +37,7 @@ from pathlib import Path
 
 from common.errors import InvalidInputError
 from common.profile.model import Bootloader, SDBootEnrollKeys
-from common.profile.quirks import Quirks
+from common.talos.quirks import Quirks
 from worker.imager import tools
 from worker.imager.staging import Stage, fat_copy, grub_platform_dir
 

@@ -10,10 +10,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from common.artifacts.verify.pubkey import PublicKeyCheck, load_public_key
-from common.artifacts.verify.types import LegacySignature
 from common.cache.signing import FileKeySigner, SigningKeyError, generate_key_pem
-from common.cosign import simple_signing_payload
+from common.cosign.pubkey import PublicKeyCheck, load_public_key
+from common.cosign.registry import simple_signing_payload
+from common.cosign.types import LegacySignature
 from common.errors import FactoryError
 
 DIGEST = "sha256:" + "ab" * 32

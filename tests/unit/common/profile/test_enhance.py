@@ -7,7 +7,6 @@ import re
 import pytest
 
 from common.artifacts.catalog import ExtensionRef, ImageDependency, OverlayRef, TaggedRef
-from common.artifacts.versions import Version
 from common.errors import InvalidInputError, NotImplementedYetError
 from common.profile.enhance import BuildPlan, enhance
 from common.profile.hash import profile_yaml
@@ -16,6 +15,7 @@ from common.profile.path import parse_path
 from common.schematic.emit import marshal, schematic_id
 from common.schematic.model import Customization, Overlay, Schematic, SecureBoot
 from common.schematic.model import MetaValue as SchematicMeta
+from common.talos.version import Version
 
 DIGEST_A = "sha256:" + "a" * 64
 DIGEST_B = "sha256:" + "b" * 64

@@ -12,10 +12,10 @@ import pefile
 import pytest
 
 from common.errors import InvalidInputError
-from common.profile.meta import ADV_LENGTH, META_PARTITION_SIZE, parse_adv
 from common.profile.model import Bootloader
 from devstack.debian import grub_arm64_efi_dir, grub_dirs
 from worker.imager.disk import DiskInputs, build_disk, copy_nonzero, grub_disk_cfg, protofile, xfs_options
+from worker.imager.meta import ADV_LENGTH, META_PARTITION_SIZE, parse_adv
 
 MIB = 1024 * 1024
 EPOCH = 1_700_000_000

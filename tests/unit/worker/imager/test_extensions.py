@@ -16,7 +16,7 @@ import semver
 import yaml
 
 from common.errors import InvalidInputError
-from common.profile.quirks import Quirks
+from common.talos.quirks import Quirks
 from worker.imager import extensions as ext_mod
 from worker.imager.extensions import (
     Extension,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from common.profile.model import DiskFormat, ImageOptions
-from common.profile.quirks import Quirks
+from common.talos.quirks import Quirks
 from worker.imager import tools
 from worker.imager.formats import convert, ovf_xml, qemu_img_info
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from common.artifacts import schematic_extension
 from devstack.release.payload import Payload, build_payload, kernel_module
 from tests.support.initramfs import MAGIC, decompose, members, sqfs_tar
+from worker.imager import schematic_extension
 from worker.imager.extensions import ExtensionError, ExtensionSource, embedded_config_extension
 from worker.imager.initramfs import build_initramfs, extract_member
 from worker.imager.tools import ToolError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from common.errors import InvalidInputError
-from common.profile.cmdline import (
+from worker.imager.cmdline import (
     Cmdline,
     UnknownPlatformError,
     build_cmdline,
@@ -13,7 +13,7 @@ from common.profile.cmdline import (
     platform_kernel_args,
     platform_name,
 )
-from common.profile.meta import decode_environment
+from worker.imager.meta import decode_environment
 
 DEFAULTS_LT_1_10 = (
     "init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on "

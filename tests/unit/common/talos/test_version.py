@@ -1,7 +1,7 @@
 import pytest
 
-from common.artifacts import versions as v
 from common.errors import InvalidInputError
+from common.talos import version as v
 
 V = v.Version.parse
 

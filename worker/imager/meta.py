@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Sequence
 
 from common.errors import InvalidInputError
-from common.profile.quirks import Quirks
+from common.talos.quirks import Quirks
 
 __all__ = [
     "ADV_DATA_LENGTH",

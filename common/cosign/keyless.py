@@ -57,7 +57,7 @@ from sigstore.models import Bundle, ClientTrustConfig, TrustedRoot
 from sigstore.verify import Verifier
 from sigstore_models.trustroot import v1 as trustroot_v1
 
-from common.artifacts.verify.types import (
+from common.cosign.types import (
     BUNDLE_ANNOTATION,
     CERTIFICATE_ANNOTATION,
     CHAIN_ANNOTATION,

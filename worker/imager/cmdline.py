@@ -13,9 +13,9 @@ import re
 from collections.abc import Iterable, Sequence
 
 from common.errors import InvalidInputError
-from common.profile.meta import META_ENV_VAR, encode_environment
 from common.profile.path import go_quote
-from common.profile.quirks import Quirks
+from common.talos.quirks import Quirks
+from worker.imager.meta import META_ENV_VAR, encode_environment
 
 __all__ = [
     "KINDS",

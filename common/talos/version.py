@@ -10,6 +10,7 @@ from common.errors import InvalidInputError
 
 Version = semver.Version
 PRERELEASE_KINDS = frozenset({"alpha", "beta", "rc"})
+_MAX_UINT64 = (1 << 64) - 1
 
 
 def parse_strict(text: str) -> Version:
@@ -37,6 +38,19 @@ def parse_tolerant(text: str) -> Version:
             )
         parts += ["0"] * (3 - len(parts))
     return parse_strict(".".join(parts))
+
+
+def release_core(text: str) -> Version | None:
+    """What the quirks key on: ``ParseTolerant`` without pre-release and build (``1.10.0-alpha.1``
+    counts as 1.10.0); None where Go returns an error (or a number overflows Go's uint64), which
+    upstream's quirks read as "the latest Talos"."""
+    try:
+        parsed = parse_tolerant(text)
+    except InvalidInputError:
+        return None
+    if any(n > _MAX_UINT64 for n in (parsed.major, parsed.minor, parsed.patch)):
+        return None
+    return core(parsed)
 
 
 def version_from_path(text: str) -> Version:

@@ -12,9 +12,9 @@ import logging
 import threading
 from pathlib import Path
 
-from common.artifacts.verify.types import Signature, SignatureCheck, SignatureError
 from common.config.options import ContainerSignatureOptions
-from common.cosign import fetch_bundle_signatures, fetch_legacy_signatures
+from common.cosign.registry import fetch_bundle_signatures, fetch_legacy_signatures
+from common.cosign.types import Signature, SignatureCheck, SignatureError
 from common.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,8 @@ class SourceVerifier:
 def verifier_from_config(options: ContainerSignatureOptions) -> SourceVerifier:
     if options.disabled:
         return SourceVerifier([], disabled=True)
-    from common.artifacts.verify.keyless import KeylessCheck, load_trusted_root
-    from common.artifacts.verify.pubkey import PublicKeyCheck, load_public_key
+    from common.cosign.keyless import KeylessCheck, load_trusted_root
+    from common.cosign.pubkey import PublicKeyCheck, load_public_key
 
     checks: list[SignatureCheck] = []
     if options.publicKeyFile:

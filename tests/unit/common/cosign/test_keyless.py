@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from common.artifacts.verify.keyless import KeylessCheck, load_trusted_root
-from common.artifacts.verify.types import (
+from common.cosign.keyless import KeylessCheck, load_trusted_root
+from common.cosign.registry import simple_signing_payload
+from common.cosign.types import (
     BUNDLE_ANNOTATION,
     CERTIFICATE_ANNOTATION,
     CHAIN_ANNOTATION,
@@ -25,7 +26,6 @@ from common.artifacts.verify.types import (
     Signature,
     SignatureError,
 )
-from common.cosign import simple_signing_payload
 from devstack.release.sigstore_testing import FakeSigstore
 
 DIGEST = "sha256:" + hashlib.sha256(b"talos installer manifest").hexdigest()

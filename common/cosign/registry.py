@@ -20,7 +20,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from common.artifacts.verify.types import (
+from common.cosign.types import (
     SIGNATURE_ANNOTATION,
     SIGSTORE_BUNDLE_MEDIA_TYPE,
     SIMPLE_SIGNING_MEDIA_TYPE,

@@ -1,4 +1,4 @@
-from common.schematic.cache import SchematicLRU
+from common.schematic.lru import SchematicLRU
 
 
 class Clock:

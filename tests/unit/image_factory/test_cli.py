@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from common.cli import main
+from image_factory.cli import main
 
 
 def test_config_merges_sources_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -10,25 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.artifacts.versions import parse_tolerant
-from common.errors import InvalidInputError
+from common.talos.version import Version, release_core
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
-
-Version = tuple[int, int, int]
-
-_MAX_UINT64 = (1 << 64) - 1
-
-
-def parse_version(version: str) -> Version | None:
-    """``semver.ParseTolerant`` reduced to (major, minor, patch); None where Go returns an error."""
-    try:
-        parsed = parse_tolerant(version)
-    except InvalidInputError:
-        return None
-    nums = (parsed.major, parsed.minor, parsed.patch)
-    return None if any(n > _MAX_UINT64 for n in nums) else nums
 
 
 @dataclass(frozen=True)
@@ -58,15 +43,15 @@ class Quirks:
 
     def __init__(self, version: str) -> None:
         self.version_text = version
-        self.version: Version | None = parse_version(version)
+        self.version: Version | None = release_core(version)
 
     def __repr__(self) -> str:
         return f"Quirks({self.version_text!r})"
 
-    def _gte(self, minimum: Version, *, unknown: bool = True) -> bool:
+    def _gte(self, minimum: tuple[int, int, int], *, unknown: bool = True) -> bool:
         return unknown if self.version is None else self.version >= minimum
 
-    def _lt(self, bound: Version, *, unknown: bool = False) -> bool:
+    def _lt(self, bound: tuple[int, int, int], *, unknown: bool = False) -> bool:
         return unknown if self.version is None else self.version < bound
 
     # --- ≥ 1.4 / 1.5 ---------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import struct
 import pytest
 
 from common.errors import InvalidInputError
-from common.profile.meta import (
+from worker.imager.meta import (
     ADV_DATA_LENGTH,
     ADV_LENGTH,
     META_PARTITION_SIZE,

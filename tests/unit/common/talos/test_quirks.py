@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from common.profile.quirks import GIB, MIB, Quirks, parse_version
+from common.talos.quirks import GIB, MIB, Quirks
+from common.talos.version import release_core as parse_version
 
 # (method, [(version, expected), ...]); "garbage" exercises the unparsable → "latest Talos" default.
 TABLE: list[tuple[str, list[tuple[str, object]]]] = [

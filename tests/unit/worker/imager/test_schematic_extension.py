@@ -3,8 +3,8 @@ import tarfile
 
 import yaml
 
-from common.artifacts.schematic_extension import manifest, tarball
 from common.schematic import canonicalize
+from worker.imager.schematic_extension import manifest, tarball
 
 SCHEMATIC = b"""customization:
   extraKernelArgs: [nolapic, nomodeset]

@@ -5,9 +5,9 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
-from common.artifacts.verify.pubkey import PublicKeyCheck, pae
-from common.artifacts.verify.types import BundleSignature, LegacySignature, SignatureError
-from common.cosign import simple_signing_payload
+from common.cosign.pubkey import PublicKeyCheck, pae
+from common.cosign.registry import simple_signing_payload
+from common.cosign.types import BundleSignature, LegacySignature, SignatureError
 
 DIGEST = "sha256:" + "ab" * 32
 OTHER = "sha256:" + "cd" * 32

@@ -16,7 +16,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
-from common.artifacts.verify.types import (
+from common.cosign.types import (
     BundleSignature,
     LegacySignature,
     Signature,

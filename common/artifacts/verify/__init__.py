@@ -1,1 +1,0 @@
-"""Source-image signatures: formats (types), checks (pubkey, keyless), orchestration (source)."""
