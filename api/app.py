@@ -5,12 +5,12 @@ from __future__ import annotations
 from flask import Flask
 
 from api.cors import CORSMiddleware
-from api.delivery import Delivery, celery_client
 from api.errors import register_error_handlers
 from api.middleware import register_middleware
 from api.routes import builds, health, image, keys, meta, pxe, schematics, talosctl
 from common.builds.waiter import Waiter
 from common.config import Config
+from common.delivery.service import Delivery
 from common.services import Services, build_services
 
 
@@ -20,7 +20,7 @@ def create_app(config: Config, services: Services | None = None) -> Flask:
     svc = services or build_services(config)
     app.extensions["factory"] = svc
     waiters = config.http.maxWaiters or max(1, config.http.threads - 8)
-    app.extensions["delivery"] = Delivery(svc, celery_client(svc), Waiter(svc.redis, svc.builds, waiters))
+    app.extensions["delivery"] = Delivery(svc, Waiter(svc.redis, svc.builds, waiters))
     register_middleware(app)
     register_error_handlers(app)
     app.register_blueprint(health.bp)

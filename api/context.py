@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from flask import current_app
 
+from common.delivery.service import Delivery
 from common.services import Services
 
 
 def services() -> Services:
     found: Services = current_app.extensions["factory"]
+    return found
+
+
+def delivery() -> Delivery:
+    found: Delivery = current_app.extensions["delivery"]
     return found

@@ -60,7 +60,7 @@ from werkzeug.wrappers import Response
 
 from api.app import create_app
 from api.server import FactoryServer, brand_gunicorn
-from common.builds.plan import resolve
+from common.builds.plan import plan_request
 from common.builds.state import QUEUE, SLOTS
 from common.config import Config, load_config
 from common.services import Services
@@ -390,14 +390,14 @@ def in_process(stack: Stack, sid: str, version: str, n: int = 200) -> None:
     path = f"/image/{sid}/{version}/{CACHED_ASSET}"
     if (status := client.get(path).status_code) != 302:
         raise SystemExit(f"in-process GET {path}: {status}")
-    _, plan = resolve(svc.schematics, svc.artifacts, sid, version, CACHED_ASSET)
+    _, plan = plan_request(svc.schematics, svc.artifacts, sid, version, CACHED_ASSET)
     asset = svc.cache.get(plan.key)
     if asset is None:
         raise SystemExit(f"in-process: {CACHED_ASSET} is not cached")
     parts = {
         "whole request": timed(lambda: client.get(path), n),
         "GET /healthz": timed(lambda: client.get("/healthz"), n),
-        "resolve": timed(lambda: resolve(svc.schematics, svc.artifacts, sid, version, CACHED_ASSET), n),
+        "plan": timed(lambda: plan_request(svc.schematics, svc.artifacts, sid, version, CACHED_ASSET), n),
         "cache lookup": timed(lambda: svc.cache.get(plan.key), n),
         "presign": timed(lambda: asset.redirect_url(CACHED_ASSET), n),
     }

@@ -1,7 +1,8 @@
 """The long-lived objects a process needs, built once from the configuration.
 
 API processes and workers build the same container from the same Config, so a backend is chosen
-by configuration in exactly one place.
+by configuration in exactly one place: the registry clients, the asset cache and its signing key,
+the build state and the Celery client that publishes builds.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import redis
 
 from common.artifacts.manager import ArtifactsManager
 from common.artifacts.store import ArtifactStore
+from common.builds.publisher import BuildPublisher
 from common.builds.state import BuildState
 from common.cache import build_cache
 from common.cache.base import AssetCache
-from common.cache.signing import CacheSigner, FileKeySigner
+from common.cache.signing import CacheSigner, FileCacheSigner
 from common.config import Config
 from common.cosign.source import verifier_from_config
 from common.readiness import Check, readiness_checks
@@ -34,7 +36,8 @@ class Services:
     redis: redis.Redis
     schematics: SchematicService
     artifacts: ArtifactsManager
-    signer: CacheSigner
+    cache_signer: CacheSigner
+    publisher: BuildPublisher
     cache: AssetCache
     builds: BuildState
     readiness: dict[str, Check] = field(default_factory=dict)
@@ -62,13 +65,14 @@ def build_services(config: Config) -> Services:
         SchematicLRU(config.cache.schematic.capacity, config.cache.schematic.negativeTTL.total_seconds()),
         client,
     )
-    signer = FileKeySigner.from_path(config.cache.signingKeyPath)
+    signer = FileCacheSigner.from_path(config.cache.signingKeyPath)
     return Services(
         config=config,
         redis=client,
         schematics=schematics,
         artifacts=build_artifacts(config),
-        signer=signer,
+        cache_signer=signer,
+        publisher=BuildPublisher(config),
         cache=build_cache(config, signer),
         builds=build_state(config, client),
         readiness=readiness_checks(config, client),

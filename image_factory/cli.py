@@ -73,10 +73,10 @@ def _run_api(config: Config, log_level: str) -> int:
 
 def _run_worker(config: Config, log_level: str, concurrency: int | None, queues: str | None) -> int:
     from common.builds.queue import BUILD_QUEUE
-    from common.cache.signing import FileKeySigner
+    from common.cache.signing import FileCacheSigner
     from worker.app import create_celery
 
-    FileKeySigner.from_path(config.cache.signingKeyPath)  # upstream refuses to start without it
+    FileCacheSigner.from_path(config.cache.signingKeyPath)  # upstream refuses to start without it
     app = create_celery(config)
     argv = [
         "worker",

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
-from common.builds.plan import BuildRequest, content_type, resolve
+from common.builds.plan import BuildRequest, content_type, plan_request
 from common.builds.state import HEARTBEAT_EVERY, LOCK_TTL, BuildState
 from common.cache.base import AssetInfo
 from common.errors import FactoryError, UnavailableError
@@ -118,7 +118,7 @@ def run_build(
                 state.succeed(key, size=cached.size, seconds=None)
                 return Outcome("cached")
             stage("resolving")
-            _, plan = resolve(
+            _, plan = plan_request(
                 services.schematics, services.artifacts, request.schematic_id, request.version, request.path
             )
             if plan.key != key:

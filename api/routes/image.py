@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from api.context import services
-from api.delivery import Pending, asset_response, delivery, pending_response
+from api.context import delivery
+from api.rendering import asset_response, pending_response, wants_async
 from common.builds.plan import content_type, safe_filename
+from common.delivery.service import Pending
 from common.errors import FactoryError
 
 bp = Blueprint("image", __name__)
@@ -23,28 +24,18 @@ class PaymentRequiredError(FactoryError):
     status = 402
 
 
-def wants_async() -> bool:
-    prefer = request.headers.get("Prefer", "")
-    return any(part.strip().lower() == "respond-async" for part in prefer.split(","))
-
-
 @bp.route("/image/<schematic_id>/<version>/<path>", methods=["GET", "HEAD"])
 def image(schematic_id: str, version: str, path: str) -> Response:
     for suffix, message in _ENTERPRISE.items():
         if path.endswith(suffix):
             raise PaymentRequiredError(message)
-    svc = services()
     d = delivery()
-    resolved = d.resolve(schematic_id, version, path)
-    req, plan, key = resolved.request, resolved.plan, resolved.key
+    target = d.locate(schematic_id, version, path)
     filename = safe_filename(request.args.get("filename"), path)
-    asset = d.lookup(key)
-    if asset is None:
-        d.ensure(key, req, plan)
-        if wants_async():
-            return pending_response(d, Pending(key, svc.builds.get(key)), preference_applied=True)
-        waited = d.wait(key)
-        if isinstance(waited, Pending):
-            return pending_response(d, waited, preference_applied=False)
-        asset = waited
-    return asset_response(d, asset, request, key=key, filename=filename, content_type=content_type(path))
+    respond_async = wants_async(request)
+    found = d.obtain(target, wait=not respond_async)
+    if isinstance(found, Pending):
+        return pending_response(d, found, request.base_url, preference_applied=respond_async)
+    return asset_response(
+        d, found, request, key=target.key, filename=filename, content_type=content_type(path)
+    )

@@ -11,4 +11,4 @@ bp = Blueprint("keys", __name__)
 
 @bp.get("/oci/cosign/signing-key.pub")
 def cosign_signing_key() -> Response:
-    return Response(services().signer.public_key_pem(), status=200, mimetype="application/x-pem-file")
+    return Response(services().cache_signer.public_key_pem(), status=200, mimetype="application/x-pem-file")

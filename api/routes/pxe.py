@@ -1,4 +1,7 @@
-"""``GET /pxe/<schematic>/<version>/<platform>-<arch>[-secureboot]``: the iPXE script (brief §7)."""
+"""``GET /pxe/<schematic>/<version>/<platform>-<arch>[-secureboot]``: the iPXE script.
+
+The script's text follows upstream's ``siderolabs/image-factory:internal/frontend/http/pxe.go``.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,8 @@ from urllib.parse import quote
 
 from flask import Blueprint, Response
 
-from api.context import services
-from api.delivery import Pending, delivery
+from api.context import delivery, services
+from common.delivery.service import Pending
 from common.errors import UnavailableError
 
 bp = Blueprint("pxe", __name__)
@@ -37,28 +40,22 @@ def _join(base: str, *segments: str) -> str:
 
 @bp.get("/pxe/<schematic_id>/<version>/<path>")
 def pxe(schematic_id: str, version: str, path: str) -> Response:
-    svc = services()
     d = delivery()
-    resolved = d.resolve(schematic_id, version, "cmdline-" + path)
-    req, plan, key = resolved.request, resolved.plan, resolved.key
-    asset = d.lookup(key)
-    if asset is None:
-        d.ensure(key, req, plan)
-        waited = d.wait(key)
-        if isinstance(waited, Pending):
-            raise UnavailableError("the kernel command line is still being built; retry")
-        asset = waited
-    if asset.size > MAX_CMDLINE:
+    target = d.locate(schematic_id, version, "cmdline-" + path)
+    found = d.obtain(target)
+    if isinstance(found, Pending):
+        raise UnavailableError("the kernel command line is still being built; retry")
+    if found.size > MAX_CMDLINE:
         raise UnavailableError("the cached kernel command line is implausibly large")
-    cmdline = b"".join(asset.read()).decode().strip()
-    http = svc.config.http
+    cmdline = b"".join(found.read()).decode().strip()
+    http = services().config.http
     base = http.externalPXEURL or http.externalURL
-    p = plan.profile
+    p, tag = target.plan.profile, target.request.version
     if p.secureboot:
-        uki = _join(base, "image", schematic_id, req.version, f"{p.platform}-{p.arch}-secureboot-uki.efi")
+        uki = _join(base, "image", schematic_id, tag, f"{p.platform}-{p.arch}-secureboot-uki.efi")
         body = SECUREBOOT.format(uki=uki, cmdline=cmdline)
     else:
-        kernel = _join(base, "image", schematic_id, req.version, f"kernel-{p.arch}")
-        initramfs = _join(base, "image", schematic_id, req.version, f"initramfs-{p.arch}.xz")
+        kernel = _join(base, "image", schematic_id, tag, f"kernel-{p.arch}")
+        initramfs = _join(base, "image", schematic_id, tag, f"initramfs-{p.arch}.xz")
         body = STANDARD.format(kernel=kernel, initramfs=initramfs, cmdline=cmdline)
     return Response(body, status=200, mimetype="text/plain")

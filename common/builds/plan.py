@@ -59,7 +59,7 @@ def _prefixed(exc: FactoryError, prefix: str) -> FactoryError:
     return wrapped
 
 
-def resolve(
+def plan_request(
     schematics: Schematics, artifacts: Artifacts, schematic_id: str, version: str, path: str
 ) -> tuple[BuildRequest, BuildPlan]:
     """Raises the FactoryError upstream's ``handleImage`` would answer, in upstream's order.

@@ -11,11 +11,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import redis
 
-from common.builds.state import DONE_CHANNEL, BuildRecord, BuildState
+from common.builds.state import DONE_CHANNEL, BuildRecord, BuildState, Status
 
 log = logging.getLogger(__name__)
 
@@ -55,31 +55,49 @@ class Waiter:
         ``on_stale`` is called when the build's worker stopped beating (it was killed): the caller
         queues it again, and waiting goes on.
         """
+        return self.wait_all([key], timeout, on_stale)[key]
+
+    def wait_all(
+        self, keys: Sequence[str], timeout: float, on_stale: Callable[[BuildRecord], None]
+    ) -> dict[str, BuildRecord | None]:
+        """Waits for several builds at once (one installer index needs one build per architecture).
+
+        Returns when every build finished, as soon as one failed (the others cannot make the whole
+        succeed), or when ``timeout`` ran out; each key maps to the last record seen.
+        """
         self._ensure_listener()
         event = threading.Event()
         with self._lock:
-            self._events.setdefault(key, []).append(event)
+            for key in keys:
+                self._events.setdefault(key, []).append(event)
         deadline = time.monotonic() + timeout
-        record: BuildRecord | None = None
+        records: dict[str, BuildRecord | None] = dict.fromkeys(keys)
         try:
             while True:
                 event.clear()
-                record = self.state.get(key)
-                if record is not None and record.finished:
-                    return record
-                if record is not None and record.stale(time.time(), self.state.timeout):
-                    on_stale(record)
+                for key in keys:
+                    records[key] = self.state.get(key)
+                seen = list(records.values())
+                if all(r is not None and r.finished for r in seen) or any(
+                    r is not None and r.status is Status.FAILED for r in seen
+                ):
+                    return records
+                now = time.time()
+                for record in seen:
+                    if record is not None and not record.finished and record.stale(now, self.state.timeout):
+                        on_stale(record)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return record
+                    return records
                 event.wait(min(POLL_EVERY, remaining))
         finally:
             with self._lock:
-                events = self._events.get(key, [])
-                if event in events:
-                    events.remove(event)
-                if not events:
-                    self._events.pop(key, None)
+                for key in keys:
+                    events = self._events.get(key, [])
+                    if event in events:
+                        events.remove(event)
+                    if not events:
+                        self._events.pop(key, None)
 
     def _ensure_listener(self) -> None:
         with self._lock:

@@ -6,7 +6,7 @@ from common.cache.base import CHUNK, AssetCache, AssetInfo, CachedAsset
 from common.cache.cdn import CDNCache
 from common.cache.oci import OCIAsset, OCICache
 from common.cache.s3 import S3Asset, S3Cache
-from common.cache.signing import CacheSigner, FileKeySigner, SigningKeyError, generate_key_pem
+from common.cache.signing import CacheSigner, FileCacheSigner, SigningKeyError, generate_key_pem
 from common.config import Config, ConfigError
 
 
@@ -35,7 +35,7 @@ __all__ = [
     "CDNCache",
     "CacheSigner",
     "CachedAsset",
-    "FileKeySigner",
+    "FileCacheSigner",
     "OCIAsset",
     "OCICache",
     "S3Asset",

@@ -33,8 +33,11 @@ class CacheSigner(Protocol):
     def verify(self, payload: bytes, signature: bytes) -> bool: ...
 
 
-class FileKeySigner:
-    """An unencrypted PEM ECDSA private key (SEC1 ``EC PRIVATE KEY`` or PKCS#8)."""
+class FileCacheSigner:
+    """An unencrypted PEM ECDSA private key (SEC1 ``EC PRIVATE KEY`` or PKCS#8).
+
+    Named for the cache: Secure Boot's signers (UKI and PCR keys) are another thing and live with
+    the imager (``worker/imager/signing.py``)."""
 
     def __init__(self, key: ec.EllipticCurvePrivateKey) -> None:
         self._key = key
@@ -44,7 +47,7 @@ class FileKeySigner:
         )
 
     @classmethod
-    def from_path(cls, path: str | Path | None) -> FileKeySigner:
+    def from_path(cls, path: str | Path | None) -> FileCacheSigner:
         if not path or not str(path).strip():
             raise SigningKeyError(
                 "cache.signingKeyPath is required: the PEM ECDSA private key that signs cached assets"
@@ -56,7 +59,7 @@ class FileKeySigner:
         return cls.from_pem(pem, source=str(path))
 
     @classmethod
-    def from_pem(cls, pem: bytes, source: str = "PEM data") -> FileKeySigner:
+    def from_pem(cls, pem: bytes, source: str = "PEM data") -> FileCacheSigner:
         try:
             key = serialization.load_pem_private_key(pem, password=None)
         except TypeError as exc:  # encrypted key and no password
@@ -95,4 +98,4 @@ def generate_key_pem(curve: ec.EllipticCurve | None = None) -> bytes:
     )
 
 
-__all__ = ["CacheSigner", "FileKeySigner", "SigningKeyError", "generate_key_pem"]
+__all__ = ["CacheSigner", "FileCacheSigner", "SigningKeyError", "generate_key_pem"]

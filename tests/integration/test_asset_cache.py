@@ -32,7 +32,7 @@ import requests
 from common.cache import (
     AssetInfo,
     CDNCache,
-    FileKeySigner,
+    FileCacheSigner,
     OCIAsset,
     OCICache,
     S3Asset,
@@ -76,8 +76,8 @@ def sparse_file(path: Path, size: int) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def signer() -> FileKeySigner:
-    return FileKeySigner.from_pem(generate_key_pem())
+def signer() -> FileCacheSigner:
+    return FileCacheSigner.from_pem(generate_key_pem())
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ def repo(registry: RegistryServer) -> RepositoryOptions:
 
 
 @pytest.fixture
-def oci(repo: RepositoryOptions, signer: FileKeySigner) -> OCICache:
+def oci(repo: RepositoryOptions, signer: FileCacheSigner) -> OCICache:
     return OCICache.from_options(repo, signer)
 
 
@@ -184,7 +184,7 @@ def test_entry_signed_with_another_key_is_a_miss(
     oci: OCICache, repo: RepositoryOptions, asset_file: tuple[Path, bytes], caplog: pytest.LogCaptureFixture
 ) -> None:
     key = new_key()
-    OCICache.from_options(repo, FileKeySigner.from_pem(generate_key_pem())).put(key, asset_file[0], INFO)
+    OCICache.from_options(repo, FileCacheSigner.from_pem(generate_key_pem())).put(key, asset_file[0], INFO)
     assert oci.get(key) is None
     assert "no valid signature" in caplog.text
 
@@ -222,7 +222,7 @@ def test_signature_of_another_entry_is_not_accepted(oci: OCICache, tmp_path: Pat
 
 
 def test_publish_is_atomic(
-    oci: OCICache, signer: FileKeySigner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    oci: OCICache, signer: FileCacheSigner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key = new_key()
     path = tmp_path / "asset"
@@ -265,7 +265,7 @@ def test_corrupt_blob_aborts_a_full_read(
         b"".join(asset.read())
 
 
-def test_registry_down_is_unavailable(signer: FileKeySigner) -> None:
+def test_registry_down_is_unavailable(signer: FileCacheSigner) -> None:
     repo = RepositoryOptions(
         registry=f"127.0.0.1:{free_port()}", namespace="x", repository="y", insecure=True
     )
@@ -413,7 +413,7 @@ def _push_upstream_entry(oci: OCICache, key: str, content: bytes) -> None:
 
 
 def test_build_cache_with_cdn_rewrites_the_redirect(
-    repo: RepositoryOptions, s3_options: S3Options, signer: FileKeySigner, asset_file: tuple[Path, bytes]
+    repo: RepositoryOptions, s3_options: S3Options, signer: FileCacheSigner, asset_file: tuple[Path, bytes]
 ) -> None:
     config = Config()
     config.cache.oci = repo
@@ -441,13 +441,13 @@ MEMORY_PROBE = textwrap.dedent(
     """
     import json, os, resource, sys
     from pathlib import Path
-    from common.cache import AssetInfo, FileKeySigner, OCICache, S3Cache, generate_key_pem
+    from common.cache import AssetInfo, FileCacheSigner, OCICache, S3Cache, generate_key_pem
     from common.config.options import RepositoryOptions, S3Options
 
     registry, endpoint, bucket, big = sys.argv[1:5]
     oci = OCICache.from_options(
         RepositoryOptions(registry=registry, namespace="test", repository="memory", insecure=True),
-        FileKeySigner.from_pem(generate_key_pem()),
+        FileCacheSigner.from_pem(generate_key_pem()),
     )
     cache = S3Cache(oci, S3Options(bucket=bucket, endpoint=endpoint, region="us-east-1", insecure=True))
     info = AssetInfo("big.raw", "application/octet-stream")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from flask import Flask, request
 
-from api.delivery import parse_range, redirect_allowed
+from api.rendering import parse_range, redirect_allowed
 from common.config import load_config
 
 SIZE = 1000

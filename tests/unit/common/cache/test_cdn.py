@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from common.cache import AssetInfo, CDNCache, FileKeySigner, OCICache, S3Cache, build_cache, generate_key_pem
+from common.cache import (
+    AssetInfo,
+    CDNCache,
+    FileCacheSigner,
+    OCICache,
+    S3Cache,
+    build_cache,
+    generate_key_pem,
+)
 from common.cache.cdn import rewrite_url
 from common.config import Config, ConfigError
 
@@ -120,7 +128,7 @@ def _config(*, s3: bool = False, cdn: bool = False, host: str = "cdn:3000", pref
     return config
 
 
-SIGNER = FileKeySigner.from_pem(generate_key_pem())
+SIGNER = FileCacheSigner.from_pem(generate_key_pem())
 
 
 def test_build_cache_composition() -> None:

@@ -1,0 +1,168 @@
+"""HTTP answers for the delivery use case (``common.delivery``): redirects, streamed bytes with
+ranges, ``202 Accepted`` and the build status document. Routes stay thin by sharing these."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Request, Response
+
+from api.responses import go_json
+from common.builds.state import Status
+from common.cache.base import CachedAsset
+from common.delivery.progress import Progress
+from common.delivery.service import Delivery, Pending
+from common.services import Services
+
+log = logging.getLogger(__name__)
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def progress_document(progress: Progress, url: str | None) -> dict[str, Any]:
+    """The ``/builds/<key>`` body (ours; upstream has no build status)."""
+    return {
+        "status": progress.status.value,
+        "queuePosition": progress.queue_position,
+        "stage": progress.stage,
+        "progress": progress.progress,
+        "etaSeconds": None if progress.eta_seconds is None else math.ceil(progress.eta_seconds),
+        "startedAt": _iso(progress.started_at),
+        "finishedAt": _iso(progress.finished_at),
+        "error": progress.error or None,
+        "url": url if progress.status is not Status.FAILED else None,
+    }
+
+
+def _iso(stamp: float | None) -> str | None:
+    if stamp is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
+
+
+def retry_after(eta: float | None) -> str:
+    return str(int(min(30, max(2, (eta or 10) / 4))))
+
+
+def pending_response(d: Delivery, pending: Pending, url: str, *, preference_applied: bool) -> Response:
+    """``202 Accepted``: the build's status now, where to poll, and when."""
+    progress = d.progress_of(pending.record) if pending.record is not None else Progress.queued()
+    resp = Response(go_json(progress_document(progress, url)), status=202, mimetype="application/json")
+    resp.headers["Location"] = f"/builds/{pending.key}"
+    resp.headers["Retry-After"] = retry_after(d.eta(pending.record))
+    if preference_applied:
+        resp.headers["Preference-Applied"] = "respond-async"
+    return resp
+
+
+def wants_async(request: Request) -> bool:
+    """RFC 7240 ``Prefer: respond-async``."""
+    prefer = request.headers.get("Prefer", "")
+    return any(part.strip().lower() == "respond-async" for part in prefer.split(","))
+
+
+def redirect_allowed(request: Request, services: Services) -> bool:
+    """HEAD never; PXE clients only when ``cache.redirectPXE`` says so.
+
+    A PXE client is a request on the ``http.externalPXEURL`` host (upstream's rule,
+    ``siderolabs/image-factory:internal/frontend/http/image.go``) or iPXE itself. Upstream compares
+    against externalURL's host when externalPXEURL is unset, which turns redirects off for
+    everybody on a one-host deployment (README, "Where we deliberately differ"); we only do that
+    when a distinct PXE host is configured.
+    """
+    if request.method == "HEAD":
+        return False
+    http = services.config.http
+    pxe_host = urlsplit(http.externalPXEURL).netloc if http.externalPXEURL else ""
+    main_host = urlsplit(http.externalURL).netloc
+    pxe_client = request.headers.get("User-Agent", "").startswith("iPXE/") or bool(
+        pxe_host and pxe_host != main_host and request.host == pxe_host
+    )
+    return not pxe_client or services.config.cache.redirectPXE
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | bool | None:
+    """``(start, length)`` for one satisfiable byte range; None without a (usable) Range header;
+    False when unsatisfiable (416). Multiple ranges are served whole, which RFC 9110 allows."""
+    if not header:
+        return None
+    match = _RANGE.match(header.strip())
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:
+        length = min(int(last), size)
+        if length == 0:
+            return False
+        return size - length, length
+    start = int(first)
+    if start >= size:
+        return False
+    end = min(int(last), size - 1) if last else size - 1
+    if end < start:
+        return None
+    return start, end - start + 1
+
+
+def asset_response(
+    d: Delivery,
+    asset: CachedAsset,
+    request: Request,
+    *,
+    key: str,
+    filename: str,
+    content_type: str,
+) -> Response:
+    """302 to S3/CDN when allowed, else the bytes (one range at most) in bounded chunks.
+
+    ``ETag`` is the profile hash: the same key always names the same bytes (ours; upstream sends none).
+    """
+    if redirect_allowed(request, d.services):
+        try:
+            url = d.redirect_url(key, asset, filename)
+        except Exception as exc:
+            log.warning("asset cannot be redirected; serving directly", extra={"error": str(exc)})
+            url = None
+        if url:
+            body = f'<a href="{_html_escape(url)}">Found</a>.\n\n'
+            resp = Response(body, status=302, mimetype="text/html")
+            resp.headers["Location"] = url
+            return resp
+    headers = {
+        "Content-Disposition": f'attachment; filename="{filename}"',
+        "Accept-Ranges": "bytes",
+        "ETag": f'"{key}"',
+    }
+    size = asset.size
+    wanted = parse_range(request.headers.get("Range"), size)
+    if wanted is False:
+        headers["Content-Range"] = f"bytes */{size}"
+        return Response(b"", status=416, headers=headers, content_type=content_type)
+    status, start, length = 200, 0, size
+    if isinstance(wanted, tuple):
+        start, length = wanted
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{size}"
+    headers["Content-Length"] = str(length)
+    if request.method == "HEAD":  # an iterable, not bytes, so Werkzeug keeps our Content-Length
+        return Response([], status=status, headers=headers, content_type=content_type)
+    return Response(
+        asset.read(start, length),
+        status=status,
+        headers=headers,
+        content_type=content_type,
+        direct_passthrough=True,
+    )
+
+
+def _html_escape(text: str) -> str:
+    for char, entity in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&#34;"), ("'", "&#39;")):
+        text = text.replace(char, entity)
+    return text

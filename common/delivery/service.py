@@ -1,0 +1,224 @@
+"""The delivery use case: from ``(schematic, version, path)`` to a cached asset, building on a miss.
+
+The API never builds. On a miss the build is recorded in Redis and its Celery task published under
+the profile hash (joining the one in flight, cluster-wide); the caller then waits for it, bounded by
+``build.waitTimeout``, or gets a :class:`Pending` at once and polls.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cachetools import TTLCache
+
+from common.builds.plan import BuildRequest, plan_request
+from common.builds.state import BuildRecord, Enqueue, Status
+from common.builds.waiter import Waiter
+from common.cache.base import CachedAsset
+from common.delivery.progress import Progress, eta, progress_of
+from common.errors import FactoryError, NotFoundError, UnavailableError
+from common.profile.enhance import BuildPlan
+from common.services import Services
+
+log = logging.getLogger(__name__)
+
+MEMO_SIZE = 10_000
+ENTRY_TTL = 30.0  # seconds a verified cache entry is served without asking the registry again
+PLAN_TTL = 60.0  # seconds a planned (schematic, version, path) is reused (catalogs change rarely)
+
+
+class QueueFullError(UnavailableError):
+    retry_after = 30
+
+
+class BuildFailedError(FactoryError):
+    """A build's remembered failure, answered with the status and text the build recorded."""
+
+    def __init__(self, record: BuildRecord) -> None:
+        super().__init__(record.error or "internal server error")
+        self.status = record.error_status or 500
+
+
+@dataclass(frozen=True)
+class Located:
+    """A request checked and planned: what to build, and its key (the profile hash)."""
+
+    request: BuildRequest
+    plan: BuildPlan
+    key: str
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A build the caller did not (or could no longer) wait for: the first one not finished."""
+
+    key: str
+    record: BuildRecord | None
+
+
+class Delivery:
+    """Get or build assets; also this process's short memory of hot paths.
+
+    A cached download costs four registry round trips and an S3 HEAD to look up and verify, ~50
+    times a bare redirect (``bench/delivery.py``). Only what cannot go wrong silently is remembered:
+    planned requests and verified entries for seconds, presigned URLs for a quarter of their
+    validity. Misses and errors are never remembered.
+    """
+
+    def __init__(self, services: Services, waiter: Waiter) -> None:
+        self.services = services
+        self.waiter = waiter
+        presign = services.config.cache.s3.presignedURLTTL.total_seconds()
+        self._lock = threading.Lock()
+        self._assets: TTLCache[str, CachedAsset] = TTLCache(MEMO_SIZE, ENTRY_TTL)
+        self._located: TTLCache[tuple[str, str, str], Located] = TTLCache(MEMO_SIZE, PLAN_TTL)
+        self._urls: TTLCache[tuple[str, str], str] = TTLCache(MEMO_SIZE, max(1.0, min(300.0, presign / 4)))
+
+    # --- what adapters call ---------------------------------------------------------------------
+
+    def locate(self, schematic_id: str, version: str, path: str) -> Located:
+        """Checks the request in upstream's order (raising its 4xx) and plans it."""
+        memo = (schematic_id, version, path)
+        with self._lock:
+            found = self._located.get(memo)
+        if found is not None:
+            return found
+        svc = self.services
+        request, plan = plan_request(svc.schematics, svc.artifacts, schematic_id, version, path)
+        located = Located(request, plan, plan.key)  # the hash is the costly part: once
+        with self._lock:
+            self._located[memo] = located
+        return located
+
+    def obtain(self, target: Located, *, wait: bool = True) -> CachedAsset | Pending:
+        """The cached asset; on a miss the build is queued or joined, then waited for if ``wait``."""
+        found = self.obtain_all([target], wait=wait)
+        return found if isinstance(found, Pending) else found[0]
+
+    def obtain_all(self, targets: Sequence[Located], *, wait: bool = True) -> list[CachedAsset] | Pending:
+        """Several assets that only make sense together (an installer index: one per architecture).
+
+        Every missing one is queued at once (so they build in parallel), then all are waited for
+        by one waiter. Raises the first remembered failure, 503 when the queue is full or this
+        process has no waiting place left.
+        """
+        assets: dict[str, CachedAsset] = {}
+        missing: list[str] = []
+        for target in targets:
+            asset = self.lookup(target.key)
+            if asset is not None:
+                assets[target.key] = asset
+            elif target.key not in missing:
+                self._ensure(target)
+                missing.append(target.key)
+        if missing:
+            if not wait:
+                return Pending(missing[0], self.services.builds.get(missing[0]))
+            waited = self._wait(missing)
+            if isinstance(waited, Pending):
+                return waited
+            assets.update(waited)
+        return [assets[target.key] for target in targets]
+
+    def progress(self, key: str) -> Progress:
+        """A build's progress; a build whose worker died is queued again first. 404 if unknown."""
+        state = self.services.builds
+        record = state.get(key)
+        if record is None:
+            raise NotFoundError(f"build {key!r} not found")
+        if record.stale(time.time(), state.timeout):
+            self._requeue_stale(record)
+            record = state.get(key) or record
+        return self.progress_of(record)
+
+    def progress_of(self, record: BuildRecord | None) -> Progress:
+        if record is None:
+            return Progress.done()
+        return progress_of(self.services.builds, self.services.config.build.maxConcurrency, record)
+
+    def eta(self, record: BuildRecord | None) -> float | None:
+        return eta(self.services.builds, self.services.config.build.maxConcurrency, record)
+
+    def redirect_url(self, key: str, asset: CachedAsset, filename: str) -> str | None:
+        """Where a client may fetch the asset itself (S3 or CDN), if the cache offers that."""
+        memo = (key, filename)
+        with self._lock:
+            found = self._urls.get(memo)
+        if found is not None:
+            return found
+        url = asset.redirect_url(filename)
+        if url:
+            with self._lock:
+                self._urls[memo] = url
+        return url
+
+    def lookup(self, key: str) -> CachedAsset | None:
+        with self._lock:
+            found = self._assets.get(key)
+        if found is not None:
+            return found
+        asset = self.services.cache.get(key)
+        if asset is not None:
+            with self._lock:
+                self._assets[key] = asset
+        return asset
+
+    # --- building ---------------------------------------------------------------------------------
+
+    def _ensure(self, target: Located) -> None:
+        """Makes sure a build of the target is queued or running; raises the remembered failure."""
+        key, profile = target.key, target.plan.profile
+        builds = self.services.builds
+        outcome = builds.enqueue(
+            key,
+            target.request.to_json(),
+            kind=profile.output.kind.value,
+            version=profile.version,
+            arch=profile.arch,
+        )
+        if outcome is Enqueue.FULL:
+            raise QueueFullError("the build queue is full; retry later")
+        if outcome is Enqueue.FAILED:
+            record = builds.get(key)
+            if record is not None and record.status is Status.FAILED:
+                raise BuildFailedError(record)
+            return self._ensure(target)  # the failure expired between the two reads
+        if outcome is Enqueue.ENQUEUED:
+            self.services.publisher.publish(key, target.request)
+
+    def _requeue_stale(self, record: BuildRecord) -> None:
+        """The build's worker died (or its message was lost): queue it again, once, cluster-wide."""
+        outcome = self.services.builds.enqueue(
+            record.key, record.request, kind=record.kind, version=record.version, arch=record.arch
+        )
+        if outcome is Enqueue.ENQUEUED:
+            log.warning("build lost its worker; queued again", extra={"key": record.key})
+            self.services.publisher.publish(record.key, BuildRequest.from_json(record.request))
+
+    def _wait(self, keys: Sequence[str]) -> dict[str, CachedAsset] | Pending:
+        """Blocks until the builds finish or ``build.waitTimeout`` passes."""
+        if not self.waiter.try_reserve():
+            raise UnavailableError("too many requests are waiting for builds on this server; retry later")
+        try:
+            timeout = self.services.config.build.waitTimeout.total_seconds()
+            records = self.waiter.wait_all(keys, timeout, self._requeue_stale)
+        finally:
+            self.waiter.release()
+        for record in records.values():
+            if record is not None and record.status is Status.FAILED:
+                raise BuildFailedError(record)
+        for key, record in records.items():
+            if record is None or not record.finished:
+                return Pending(key, record)
+        assets: dict[str, CachedAsset] = {}
+        for key in keys:
+            asset = self.lookup(key)
+            if asset is None:
+                # Published and then gone (evicted, or its signature no longer verifies): build again.
+                raise UnavailableError("the asset was built but is not in the cache; retry")
+            assets[key] = asset
+        return assets
