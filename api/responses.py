@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 from flask import Response
 
+from common.gojson import encode as go_json
 
-def go_json(payload: object) -> bytes:
-    """JSON as Go's json.Encoder writes it: compact, HTML-escaped, newline-terminated."""
-    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-    for char, escaped in (
-        ("<", "\\u003c"),
-        (">", "\\u003e"),
-        ("&", "\\u0026"),
-        ("\u2028", "\\u2028"),
-        ("\u2029", "\\u2029"),
-    ):
-        text = text.replace(char, escaped)
-    return (text + "\n").encode()
+__all__ = ["go_json", "json_response"]
 
 
 def json_response(payload: object, status: int = 200) -> Response:

@@ -17,7 +17,8 @@ import yaml
 from devstack.release.payload import Payload, build_payload, kernel_module
 from tests.support.qemu import BootResult, boot
 from worker.imager import schematic_extension
-from worker.imager.extensions import ExtensionSource, embedded_config_extension
+from worker.imager.extensions.config import embedded_config_extension
+from worker.imager.extensions.loading import ExtensionSource
 from worker.imager.initramfs import build_initramfs
 
 pytestmark = pytest.mark.e2e

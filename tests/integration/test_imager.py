@@ -18,7 +18,7 @@ from devstack.release.release import Release
 from tests.support.imager import ImagerHarness, imager_harness
 from tests.support.initramfs import decompose
 from worker.imager.build import build
-from worker.imager.extensions import ExtensionError
+from worker.imager.extensions.manifest import ExtensionError
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,9 @@
-"""One build: a :class:`BuildPlan` in, one asset file out (talos-imager.md §0.1).
+"""One build: a :class:`BuildPlan` in, one asset file out (upstream ``Imager.Execute`` and its ``out*``
+steps, ``siderolabs/talos@v1.14.0-rc.1:pkg/imager/imager.go`` and ``pkg/imager/out.go``).
+
+Each output kind is one entry of :data:`OUTPUT_BUILDERS`. Signing services (Secure Boot) are
+passed in as :class:`~worker.imager.signing.Signers` and reach the UKI stage, the one place that
+would sign; today Secure Boot builds are refused there whatever signers are given.
 
 Everything happens in a private scratch folder that is removed whatever happens; the asset is moved
 into ``dest`` only once complete, so a failed or interrupted build leaves nothing a cache could
@@ -14,7 +19,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,17 +38,20 @@ from worker.imager import schematic_extension, tools
 from worker.imager.cmdline import build_cmdline
 from worker.imager.compress import compress
 from worker.imager.disk import META_DISK_IMAGE_BOOTLOADER, DiskInputs, build_disk
-from worker.imager.extensions import ExtensionSource, embedded_config_extension
+from worker.imager.docker_archive import write_docker_archive
+from worker.imager.extensions.config import embedded_config_extension
+from worker.imager.extensions.loading import ExtensionSource
 from worker.imager.formats import convert
 from worker.imager.initramfs import build_initramfs
-from worker.imager.installer import build_installer_image, write_docker_archive
+from worker.imager.installer import build_installer_image
 from worker.imager.iso import IsoGenerator, IsoInputs, build_iso, select_generator
 from worker.imager.scratch import disk_usage, scratch
+from worker.imager.signing import NO_SIGNERS, Signers
 from worker.imager.uki import UKIProfile, build_uki
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BuildResult", "Sources", "build", "kernel_cmdline", "release_epoch"]
+__all__ = ["OUTPUT_BUILDERS", "BuildResult", "Sources", "build", "kernel_cmdline", "release_epoch"]
 
 GRUB_PLATFORMS = ("i386-pc", "x86_64-efi", "arm64-efi")
 
@@ -116,8 +124,11 @@ def kernel_cmdline(plan: BuildPlan) -> str:
 
 
 class _Build:
-    def __init__(self, plan: BuildPlan, sources: Sources, external_url: str, work: Path) -> None:
+    def __init__(
+        self, plan: BuildPlan, sources: Sources, external_url: str, work: Path, signers: Signers = NO_SIGNERS
+    ) -> None:
         self.plan = plan
+        self.signers = signers
         self.sources = sources
         self.external_url = external_url
         self.work = work
@@ -152,45 +163,29 @@ class _Build:
         return out
 
     def run(self, payload: Path, grub: Path, epoch: int, out: Path, stack: ExitStack) -> None:
-        p = self.profile
-        kind = p.output.kind
-        kernel = payload / "vmlinuz"
-        if kind is OutputKind.KERNEL:
-            shutil.copyfile(kernel, out)
-            return
-        if kind is OutputKind.CMDLINE:
-            out.write_text(self.cmdline())
-            return
+        builder = OUTPUT_BUILDERS.get(self.profile.output.kind)
+        if builder is None:
+            raise NotImplementedYetError(
+                f"{self.profile.output.kind} outputs are not built by this factory yet"
+            )
+        builder(self, _Stage(payload, grub, epoch, out, stack))
 
-        initramfs = out if kind is OutputKind.INITRAMFS else self.work / "initramfs.xz"
+    def initramfs(self, s: _Stage, out: Path) -> None:
+        """The initramfs with every extension (the step all boot assets start from)."""
+        p = self.profile
         scratch_dir = self.work / "initramfs"
         scratch_dir.mkdir()
         build_initramfs(
-            base=payload / "initramfs.xz",
-            extensions=self.extensions(stack),
+            base=s.payload / "initramfs.xz",
+            extensions=self.extensions(s.stack),
             version=p.version,
             arch=p.arch,
             workdir=scratch_dir,
-            out=initramfs,
-            epoch=epoch,
+            out=out,
+            epoch=s.epoch,
         )
         self.checkpoint()
         shutil.rmtree(scratch_dir)
-        if kind is OutputKind.INITRAMFS:
-            return
-
-        cmdline = self.cmdline()
-        if kind is OutputKind.UKI:
-            profiles: list[UKIProfile] | None = [] if self.quirks.supports_uki_profiles() else None
-            self.uki(payload, initramfs, cmdline, profiles, epoch, out)
-        elif kind is OutputKind.ISO:
-            self.iso(payload, grub, initramfs, cmdline, epoch, out)
-        elif kind is OutputKind.IMAGE:
-            self.image(payload, grub, initramfs, cmdline, epoch, out)
-        elif kind is OutputKind.INSTALLER:
-            self.installer(payload, initramfs, cmdline, epoch, out, stack)
-        else:
-            raise NotImplementedYetError(f"{kind} outputs are not built by this factory yet")
 
     def reset_profile(self, cmdline: str) -> list[UKIProfile] | None:
         """Disk images and installers boot a UKI whose second profile resets to maintenance mode."""
@@ -243,7 +238,7 @@ class _Build:
         self.checkpoint()
 
     def image(self, payload: Path, grub: Path, initramfs: Path, cmdline: str, epoch: int, out: Path) -> None:
-        """``outImage``: a raw disk (§7), then the disk format conversion (§7.6)."""
+        """``outImage``: a raw disk (:mod:`worker.imager.disk`), then its format (:mod:`.formats`)."""
         p = self.profile
         opts = p.output.image_options
         if opts is None:  # fill_defaults always sets them
@@ -334,6 +329,8 @@ class _Build:
         out: Path,
     ) -> None:
         if self.profile.secureboot_enabled:
+            # Where Secure Boot plugs in: ``self.signers.pe`` would sign the kernel and the UKI,
+            # ``self.signers.pcr`` the ``.pcrsig`` policy. Not implemented: refused with or without them.
             raise NotImplementedYetError("Secure Boot assets are not built by this factory yet")
         build_uki(
             stub=payload / "systemd-stub.efi",
@@ -353,6 +350,69 @@ def _grub_dirs(grub: Path) -> dict[str, Path]:
     return {name: grub / name for name in GRUB_PLATFORMS if (grub / name).is_dir()}
 
 
+@dataclass(frozen=True)
+class _Stage:
+    """What every output builder is handed: the imager payload, GRUB, epoch, output path, open inputs."""
+
+    payload: Path  # the imager image's usr/install/<arch>
+    grub: Path  # the imager image's usr/lib/grub
+    epoch: int
+    out: Path
+    stack: ExitStack
+
+
+def _kernel(b: _Build, s: _Stage) -> None:
+    shutil.copyfile(s.payload / "vmlinuz", s.out)
+
+
+def _cmdline_file(b: _Build, s: _Stage) -> None:
+    s.out.write_text(b.cmdline())
+
+
+def _initramfs(b: _Build, s: _Stage) -> None:
+    b.initramfs(s, s.out)
+
+
+def _with_initramfs(b: _Build, s: _Stage) -> Path:
+    initramfs = b.work / "initramfs.xz"
+    b.initramfs(s, initramfs)
+    return initramfs
+
+
+def _uki(b: _Build, s: _Stage) -> None:
+    initramfs = _with_initramfs(b, s)
+    profiles: list[UKIProfile] | None = [] if b.quirks.supports_uki_profiles() else None
+    b.uki(s.payload, initramfs, b.cmdline(), profiles, s.epoch, s.out)
+
+
+def _iso(b: _Build, s: _Stage) -> None:
+    initramfs = _with_initramfs(b, s)
+    b.iso(s.payload, s.grub, initramfs, b.cmdline(), s.epoch, s.out)
+
+
+def _image(b: _Build, s: _Stage) -> None:
+    initramfs = _with_initramfs(b, s)
+    b.image(s.payload, s.grub, initramfs, b.cmdline(), s.epoch, s.out)
+
+
+def _installer(b: _Build, s: _Stage) -> None:
+    initramfs = _with_initramfs(b, s)
+    b.installer(s.payload, initramfs, b.cmdline(), s.epoch, s.out, s.stack)
+
+
+#: How each output kind is built (upstream's ``out*`` functions); a new kind is one entry here.
+#: ``unknown`` has none: validation rejects it before a build, and ``run`` refuses it regardless.
+OUTPUT_BUILDERS: dict[OutputKind, Callable[[_Build, _Stage], None]] = {
+    OutputKind.KERNEL: _kernel,
+    OutputKind.CMDLINE: _cmdline_file,
+    OutputKind.INITRAMFS: _initramfs,
+    OutputKind.UKI: _uki,
+    OutputKind.ISO: _iso,
+    OutputKind.IMAGE: _image,
+    OutputKind.INSTALLER: _installer,
+}
+
+
 @contextlib.contextmanager
 def _publishing(dest: Path, name: str) -> Iterator[Path]:
     """A temporary path in ``dest`` that becomes ``dest/name`` only if the body succeeds."""
@@ -367,13 +427,22 @@ def _publishing(dest: Path, name: str) -> Iterator[Path]:
 
 
 def build(
-    plan: BuildPlan, *, sources: Sources, external_url: str, dest: Path, scratch_root: Path
+    plan: BuildPlan,
+    *,
+    sources: Sources,
+    external_url: str,
+    dest: Path,
+    scratch_root: Path,
+    signers: Signers = NO_SIGNERS,
 ) -> BuildResult:
-    """Builds ``plan`` into ``dest/<output name>``; raises (leaving nothing) on any failure."""
+    """Builds ``plan`` into ``dest/<output name>``; raises (leaving nothing) on any failure.
+
+    ``signers`` are the signing services a Secure Boot build would use (handed to the UKI stage).
+    """
     started = time.monotonic()
     _reset_peak_rss()
     with tools.recording() as record, scratch(scratch_root) as work, ExitStack() as stack:
-        b = _Build(plan, sources, external_url, work)
+        b = _Build(plan, sources, external_url, work, signers)
         p = b.profile
         name = output_name(p)
         imager = stack.enter_context(sources.imager(parse_tolerant(p.version)))

@@ -1,6 +1,6 @@
 """The Talos kernel command line, built exactly as the imager (v1.14.0-rc.1 + quirks) builds it.
 
-Contract: talos-imager.md §3 and upstream-behaviour.md §3.3 step 5. Upstream sources:
+Upstream sources (``siderolabs/talos@v1.14.0-rc.1`` unless noted):
 go-procfs ``procfs/cmdline.go`` (the data model), talos ``pkg/imager/imager.go`` (``buildCmdline``),
 ``pkg/machinery/kernel/kernel.go`` (default and SecureBoot args), the platforms' ``KernelArgs``
 under ``internal/app/machined/pkg/runtime/v1alpha1/platform/`` and
@@ -267,7 +267,7 @@ def build_cmdline(
     meta: Sequence[tuple[int, str]] = (),
     kind: str,
 ) -> str:
-    """The final kernel command line for one factory build (talos-imager.md §3.2, §3.5).
+    """The final kernel command line for one factory build (``buildCmdline`` in ``pkg/imager/imager.go``).
 
     Combines the imager's ``buildCmdline`` with what the factory passes per output kind:
     extra args for iso/image/cmdline, and for uki/installer only with SecureBoot or Talos >= 1.10;

@@ -18,7 +18,8 @@ does not depend on the thread count (checked with xz 5.4, pigz 2.6, zstd 1.5.4):
 * pigz: same output for any ``-p``.
 * zstd: same output for any ``-T``/worker count (only ``--single-thread`` differs).
 
-``.tar.gz`` writes GNU tar's sparse member itself (see :func:`_tar_pieces`): ``tar --sparse`` takes
+``.tar.gz`` writes GNU tar's sparse member itself (see :func:`_tar_pieces`, headers from
+:mod:`worker.imager.tar`): ``tar --sparse`` takes
 its map from the filesystem's extents (host dependent), and its content-based ``--hole-detection=raw``
 reads the whole image 512 bytes at a time (34 s for 8 GiB).
 """
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import IO
 
 from common.profile.model import OutFormat
-from worker.imager import tools
+from worker.imager import tar, tools
 from worker.imager.sparse import data_extents
 from worker.imager.tools import ToolError
 
@@ -53,10 +54,10 @@ _RESTART_COST = {OutFormat.XZ: 1 << 20, OutFormat.GZ: 1 << 20, OutFormat.ZSTD: 3
 
 _READ = 1 << 20  # read and pipe granularity: memory stays at about one of these
 _ZEROS = bytes(_READ)
-_BLOCK = 512  # tar block
+_BLOCK = tar.BLOCK
 _ZERO_BLOCK = bytes(_BLOCK)
-_RECORD = 20 * _BLOCK  # tar's default blocking factor (-b20)
 _TAR_MODE = 0o644
+_SPARSE = b"S"  # GNU's sparse file type
 
 #: Literal bytes, or an ``(offset, length)`` region of the input file: what is fed to a tool's stdin.
 Piece = bytes | tuple[int, int]
@@ -318,39 +319,23 @@ def _mark_blocks(buf: bytearray, n: int, pos: int, data: Callable[[int, int], No
         data(pos + full, pos + n)
 
 
-def _tar_number(value: int, width: int) -> bytes:
-    """tar's numeric field: octal with a NUL, or GNU base-256 (0x80 + big endian) when too large."""
-    if value < 0:
-        raise ValueError(f"tar cannot store {value}")
-    if value < 8 ** (width - 1):
-        return format(value, "o").zfill(width - 1).encode() + b"\0"
-    return b"\x80" + value.to_bytes(width - 1, "big")
-
-
 def _sparse_entries(entries: Sequence[tuple[int, int]]) -> bytes:
-    return b"".join(_tar_number(off, 12) + _tar_number(n, 12) for off, n in entries)
+    """The (offset, length) pairs of a GNU sparse map, in tar's numbers (base-256 when large)."""
+    return b"".join(
+        tar.number(off, 12, overflow="base256") + tar.number(n, 12, overflow="base256") for off, n in entries
+    )
 
 
 def _tar_header(entries: Sequence[tuple[int, int]], size: int, epoch: int) -> bytes:
     """The GNU-format ``S`` header plus extension blocks, as ``tar --sparse --owner=0 --group=0
     --numeric-owner --mtime=@epoch`` writes them for ``disk.raw``."""
     stored = sum(n for _, n in entries)
-    head = bytearray(_BLOCK)
-    head[0:8] = b"disk.raw"
-    head[100:108] = _tar_number(_TAR_MODE, 8)
-    head[108:116] = _tar_number(0, 8)
-    head[116:124] = _tar_number(0, 8)
-    head[124:136] = _tar_number(stored, 12)
-    head[136:148] = _tar_number(epoch, 12)
-    head[156:157] = b"S"
-    head[257:265] = b"ustar  \0"
+    head = tar.gnu_block(tar.Member("disk.raw", _SPARSE, _TAR_MODE, stored, mtime=epoch))
     first, rest = entries[:4], entries[4:]
     head[386 : 386 + 24 * len(first)] = _sparse_entries(first)
     head[482] = 1 if rest else 0
-    head[483:495] = _tar_number(size, 12)
-    head[148:156] = b" " * 8
-    head[148:156] = format(sum(head), "o").zfill(6).encode() + b"\0 "
-    blocks = [bytes(head)]
+    head[483:495] = tar.number(size, 12, overflow="base256")
+    blocks = [tar.seal(head)]
     for i in range(0, len(rest), 21):
         ext = bytearray(_BLOCK)
         group = rest[i : i + 21]
@@ -369,9 +354,8 @@ def _tar_pieces(entries: Sequence[tuple[int, int]], size: int, epoch: int) -> It
     for offset, length in entries:
         if length:
             yield (offset, length)
-            pad = -length % _BLOCK
+            pad = tar.padding(length)
             if pad:
-                yield bytes(pad)
-            written += length + pad
-    written += 2 * _BLOCK
-    yield bytes(2 * _BLOCK + (-written % _RECORD))
+                yield pad
+            written += length + len(pad)
+    yield tar.end_of_archive(written, tar.RECORD)

@@ -1,8 +1,9 @@
-"""Raw disk images (talos-imager.md §7): GPT, ESP, GRUB's BIOS and BOOT partitions, META.
+"""Raw disk images (``pkg/imager/out.go``, ``outImage``): GPT, ESP, GRUB's BIOS and BOOT partitions, META.
 
-A port of Talos' rootless image mode (``cmd/installer/pkg/install`` with ``ModeImage``, v1.13+
-library): every partition is built as a plain file (mkfs + populate), then copied into a sparse disk
-file at its offset; GRUB's BIOS wiring is done by patching ``boot.img`` and ``core.img`` instead of
+A port of Talos' rootless image mode (``siderolabs/talos@v1.14.0-rc.1:cmd/installer/pkg/install``
+with ``ModeImage``, v1.13+ library): every partition is built as a plain file (mkfs + populate),
+then copied into a sparse disk file at its offset; GRUB's BIOS wiring is done by patching
+``boot.img`` and ``core.img`` instead of
 ``grub-install``. Nothing is mounted, no loop device, no root.
 
 Reproducibility: GUIDs come from the partition labels (as upstream), FAT uses ``--invariant`` and

@@ -1,4 +1,4 @@
-"""Disk format conversion of a built raw disk image: qcow2, VHD and OVA (talos-imager.md §7.6).
+"""Disk format conversion of a raw disk image: qcow2, VHD and OVA (``pkg/imager/out.go``, ``ova/ova.go``).
 
 Upstream runs ``qemu-img convert`` for qcow2/VHD and, for OVA, turns the disk into a stream-optimized
 VMDK and tars it with an OVF descriptor and a manifest. Two things differ here on purpose:
@@ -20,22 +20,19 @@ import json
 import os
 import re
 import struct
-import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from common.profile.model import DiskFormat, ImageOptions
 from common.talos.quirks import Quirks
-from worker.imager import tools
+from worker.imager import tar, tools
 from worker.imager.sparse import nonzero_blocks
 
 __all__ = ["convert", "ovf_xml", "qemu_img_info"]
 
 MIB = 1 << 20
-
-#: qemu-img's format name for each disk format that needs converting.
-_QEMU_FORMAT = {DiskFormat.QCOW2: "qcow2", DiskFormat.VPC: "vpc"}
 
 #: What Talos < 1.11 passed to qemu-img for the OVA's disk (later versions use vmdk-convert).
 VMDK_OPTIONS = "compat6,subformat=streamOptimized,adapter_type=lsilogic"
@@ -46,6 +43,45 @@ _VHD_COOKIE = b"conectix"
 _VHD_FOOTER = 512
 
 _DIGEST_BLOCK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One conversion: the raw image, the output path, and what shapes the output."""
+
+    raw: Path
+    out: Path
+    image_options: ImageOptions
+    platform: str
+    arch: str
+    workdir: Path
+    epoch: int
+    quirks: Quirks
+
+
+def _to_qcow2(job: _Job) -> None:
+    _qemu_convert(job.raw, job.out, "qcow2", job.image_options.disk_format_options)
+
+
+def _to_vhd(job: _Job) -> None:
+    """qemu-img's ``vpc``, then the footer's time and UUID pinned (qemu-img writes them at random)."""
+    _qemu_convert(job.raw, job.out, "vpc", job.image_options.disk_format_options)
+    _pin_vhd_footer(job.out, job.epoch, _content_digest(job.raw))
+
+
+def _to_ova_job(job: _Job) -> None:
+    _to_ova(job.raw, job.out, job.image_options, job.platform, job.arch, job.workdir, job.epoch, job.quirks)
+
+
+#: How each disk format is made from the raw image; ``None``: the raw image is the output (``unknown``
+#: is rejected by validation before a build). A new format is one entry here.
+CONVERTERS: dict[DiskFormat, Callable[[_Job], None] | None] = {
+    DiskFormat.UNKNOWN: None,
+    DiskFormat.RAW: None,
+    DiskFormat.QCOW2: _to_qcow2,
+    DiskFormat.VPC: _to_vhd,
+    DiskFormat.OVA: _to_ova_job,
+}
 
 
 def convert(
@@ -65,18 +101,15 @@ def convert(
     On failure the raw file is kept and no output is left behind.
     """
     fmt = image_options.disk_format
-    if fmt in (DiskFormat.RAW, DiskFormat.UNKNOWN):
+    converter = CONVERTERS[fmt]
+    if converter is None:
         return raw
     out = raw.with_suffix("." + fmt.value)
     if out == raw:
         raise ValueError(f"{raw} already has the {fmt.value} suffix")
+    job = _Job(raw, out, image_options, platform, arch, workdir, epoch, quirks or Quirks(""))
     try:
-        if fmt is DiskFormat.OVA:
-            _to_ova(raw, out, image_options, platform, arch, workdir, epoch, quirks or Quirks(""))
-        else:
-            _qemu_convert(raw, out, _QEMU_FORMAT[fmt], image_options.disk_format_options)
-            if fmt is DiskFormat.VPC:
-                _pin_vhd_footer(out, epoch, _content_digest(raw))
+        converter(job)
     except BaseException:
         out.unlink(missing_ok=True)
         raise
@@ -351,15 +384,9 @@ def ovf_xml(vmdk_name: str, vmdk_size: int, disk_size: int, quirks: Quirks | Non
     )
 
 
-def _tar_info(name: str, size: int, epoch: int) -> tarfile.TarInfo:
-    """A root-owned 0644 regular file stamped with the release epoch."""
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = epoch
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-    return info
+def _member(name: str, size: int, epoch: int) -> tar.Member:
+    """A root-owned 0644 regular file stamped with the release epoch (``tarfile.GNU_FORMAT``'s bytes)."""
+    return tar.Member(name, tar.REGTYPE, 0o644, size, mtime=epoch, uname="root", gname="root")
 
 
 def _to_ova(
@@ -387,13 +414,12 @@ def _to_ova(
         with open(vmdk, "rb") as f:
             vmdk_sha = hashlib.file_digest(f, "sha256").hexdigest()
         mf = f"SHA256({names[2]})= {vmdk_sha}\nSHA256({names[0]})= {hashlib.sha256(ovf).hexdigest()}\n"
-        with (
-            tarfile.TarFile(out, "w", format=tarfile.GNU_FORMAT, copybufsize=MIB) as tar,
-            open(vmdk, "rb") as f,
-        ):
-            tar.addfile(_tar_info(names[0], len(ovf), epoch), io.BytesIO(ovf))
-            tar.addfile(_tar_info(names[1], len(mf), epoch), io.BytesIO(mf.encode()))
-            tar.addfile(_tar_info(names[2], vmdk_size, epoch), f)
+        with open(out, "wb") as stream:
+            writer = tar.TarWriter(stream, tar.GNU)
+            writer.add(_member(names[0], len(ovf), epoch), ovf)
+            writer.add(_member(names[1], len(mf), epoch), mf.encode())
+            writer.add_file(_member(names[2], vmdk_size, epoch), vmdk)
+            writer.close()
     finally:
         with contextlib.suppress(FileNotFoundError):
             vmdk.unlink()

@@ -1,4 +1,6 @@
-"""GPT layout planning and writing for Talos disk images (talos-imager.md 7.2/7.3).
+"""GPT layout planning and writing for Talos disk images.
+
+Upstream: ``siderolabs/talos@v1.14.0-rc.1:cmd/installer/pkg/install`` and ``internal/pkg/partition``.
 
 The Talos installer partitions image files with go-blockdevice v2 (``partitioning/gpt``) in "image
 mode": deterministic GUIDs derived from labels, 1 MiB alignment, 128 entries. We reproduce that

@@ -1,4 +1,4 @@
-"""The initramfs with system extensions (talos-imager.md §4, upstream ``pkg/imager/extensions``).
+"""The initramfs with system extensions (upstream ``siderolabs/talos@v1.14.0-rc.1:pkg/imager/extensions``).
 
 Output layout: ``[uncompressed newc: kernel/x86/microcode/*.bin]`` (only if an extension carries
 microcode) + ``[the base initramfs, byte for byte]`` + ``[newc compressed like Talos does: extensions.yaml,
@@ -18,21 +18,12 @@ from typing import IO, Any
 
 from common.talos.quirks import Quirks
 from worker.imager import cpio
-from worker.imager.extensions import (
-    MODULES_DEP,
-    Extension,
-    ExtensionSource,
-    Metadata,
-    build_modules_dep,
-    compress,
-    extensions_yaml,
-    load_all,
-    make_squashfs,
-    provides_modules,
-    stream_from_tool,
-    stream_to_tool,
-)
-from worker.imager.tools import ToolError
+from worker.imager.extensions.config import extensions_yaml
+from worker.imager.extensions.loading import Extension, ExtensionSource, load_all
+from worker.imager.extensions.manifest import Metadata
+from worker.imager.extensions.modules import MODULES_DEP, build_modules_dep, provides_modules
+from worker.imager.extensions.squashfs import compress, make_squashfs
+from worker.imager.tools import ToolError, stream_from_tool, stream_to_tool
 
 __all__ = ["EXTENSIONS_YAML", "XZ_MAGIC", "build_initramfs", "compressor", "extract_member"]
 

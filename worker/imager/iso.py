@@ -1,4 +1,4 @@
-"""Bootable ISOs (talos-imager.md §6): GRUB, UEFI (systemd-boot + UKI) and hybrid (BIOS GRUB + sd-boot).
+"""Bootable ISOs (``pkg/imager/iso``): GRUB, UEFI (systemd-boot + UKI) and hybrid (BIOS GRUB + sd-boot).
 
 A port of Talos ``pkg/imager/iso`` (v1.14.0-rc.1) plus ``outISO``'s generator choice. Everything is
 built from plain files in the caller's ``workdir``: no loop devices, mounts or root.

@@ -1,6 +1,6 @@
 """Talos META encodings: the ``INSTALLER_META_BASE64`` environment value and the on-disk ADV.
 
-Contract: talos-imager.md §8. Upstream sources: ``pkg/machinery/meta/meta.go`` (``Values.Encode``),
+Upstream sources (``siderolabs/talos@v1.14.0-rc.1``): ``pkg/machinery/meta/meta.go`` (``Values.Encode``),
 ``internal/pkg/meta/internal/adv/talos/talos.go`` (moved to ``github.com/siderolabs/go-adv`` in 1.14,
 unchanged) and ``cmd/installer/pkg/install/install.go`` (image mode: ``SetTag`` per value, then
 ``Flush``).

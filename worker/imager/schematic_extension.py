@@ -8,9 +8,9 @@ the canonical schematic YAML itself.
 from __future__ import annotations
 
 import io
-import tarfile
 
 from common.schematic.emit import Struct, marshal_value
+from worker.imager import tar
 
 NAME = "schematic"
 AUTHOR = "Image Factory"
@@ -44,19 +44,11 @@ def manifest(schematic_id: str, canonical: bytes | None, external_url: str) -> b
 def tarball(schematic_id: str, canonical: bytes | None, external_url: str) -> bytes:
     """The extension as a plain tar: manifest, the rootfs directories, one empty marker file."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
-        data = manifest(schematic_id, canonical, external_url)
-        _add(archive, "manifest.yaml", tarfile.REGTYPE, 0o644, data)
-        for directory in DIRECTORIES:
-            _add(archive, directory, tarfile.DIRTYPE, 0o755)
-        _add(archive, f"rootfs/usr/local/share/schematic/{schematic_id}", tarfile.REGTYPE, 0o644, b"")
+    writer = tar.TarWriter(buffer, tar.USTAR)
+    data = manifest(schematic_id, canonical, external_url)
+    writer.add(tar.Member("manifest.yaml", tar.REGTYPE, 0o644, len(data)), data)
+    for directory in DIRECTORIES:
+        writer.add(tar.Member(directory, tar.DIRTYPE, 0o755))
+    writer.add(tar.Member(f"rootfs/usr/local/share/schematic/{schematic_id}", tar.REGTYPE, 0o644))
+    writer.close()
     return buffer.getvalue()
-
-
-def _add(archive: tarfile.TarFile, name: str, kind: bytes, mode: int, data: bytes | None = None) -> None:
-    info = tarfile.TarInfo(name)
-    info.type, info.mode, info.mtime = kind, mode, 0
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.size = len(data or b"")
-    archive.addfile(info, io.BytesIO(data) if data else None)

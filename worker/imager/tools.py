@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -154,3 +154,72 @@ def run(
         tail = b"".join(err).decode(errors="replace").strip()[-2000:]
         raise ToolError(f"{name} failed with exit code {proc.returncode}: {tail}")
     return b"".join(out)
+
+
+# --- feeding and reading tools through pipes ---------------------------------------------------------
+
+_STREAM_CHUNK = 1 << 20
+
+
+def stream_to_tool(
+    cmd: Sequence[str | os.PathLike[str]],
+    produce: Callable[[IO[bytes]], None],
+    *,
+    stdout: IO[bytes] | None = None,
+) -> None:
+    """Runs ``cmd`` with ``produce`` writing its stdin through a pipe, so nothing is staged in memory."""
+    read_fd, write_fd = os.pipe()
+    failure: list[BaseException] = []
+    broken = threading.Event()
+
+    def writer() -> None:
+        try:
+            with open(write_fd, "wb") as pipe:
+                produce(pipe)
+        except BrokenPipeError:
+            broken.set()
+        except BaseException as exc:  # handed to the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=writer, name=f"feed-{Path(os.fspath(cmd[0])).name}", daemon=True)
+    thread.start()
+    tool_error: ToolError | None = None
+    try:
+        with open(read_fd, "rb") as pipe:
+            run(cmd, stdin=pipe, stdout=stdout)
+    except ToolError as exc:
+        tool_error = exc
+    finally:
+        thread.join()
+    if failure:
+        raise failure[0] from tool_error
+    if tool_error is not None:
+        raise tool_error
+    if broken.is_set():
+        raise ToolError(f"{Path(os.fspath(cmd[0])).name} stopped reading its input")
+
+
+@contextlib.contextmanager
+def stream_from_tool(cmd: Sequence[str | os.PathLike[str]], *, stdin: IO[bytes]) -> Iterator[IO[bytes]]:
+    """Runs ``cmd`` and yields its stdout as a stream; whatever is left unread is drained."""
+    read_fd, write_fd = os.pipe()
+    failure: list[BaseException] = []
+
+    def runner() -> None:
+        try:
+            with open(write_fd, "wb") as pipe:
+                run(cmd, stdin=stdin, stdout=pipe)
+        except BaseException as exc:  # handed to the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=runner, name=f"read-{Path(os.fspath(cmd[0])).name}", daemon=True)
+    thread.start()
+    try:
+        with open(read_fd, "rb") as pipe:
+            yield pipe
+            while pipe.read(_STREAM_CHUNK):
+                pass
+    finally:
+        thread.join()
+    if failure:
+        raise failure[0]

@@ -1,6 +1,6 @@
 """Unified Kernel Images (``vmlinuz.efi``): the systemd stub plus kernel, initrd and metadata sections.
 
-A port of Talos ``internal/pkg/uki`` (talos-imager.md §5.1-5.4). The work is split so Secure Boot can
+A port of ``siderolabs/talos@v1.14.0-rc.1:internal/pkg/secureboot/uki``. The work is split so Secure Boot can
 plug in later: :func:`uki_sections` gives the ordered :class:`Section` list (what goes where, what is
 measured into PCR 11), :func:`measurement_sets` says which sections each ``.pcrsig`` covers and where
 it goes, and :func:`assemble_pe` writes any such list into the stub natively (no objcopy). Section
@@ -173,7 +173,7 @@ def uki_sections(
     uname: str | None = None,
     pcrpkey: bytes | None = None,
 ) -> list[Section]:
-    """The UKI's sections in upstream's order (talos-imager.md §5.3), ``.pcrsig`` not yet included.
+    """The UKI's sections in upstream's order (``uki.go``, ``generate.go``), ``.pcrsig`` not yet included.
 
     ``uname=None`` reads the release from the kernel (x86 only); a string overrides it, ``""``
     leaves ``.uname`` out. ``pcrpkey`` (PEM public key) is for signed builds. ``profiles=None``
@@ -252,7 +252,7 @@ def build_uki(
 
 
 # --------------------------------------------------------------------------------------------------
-# PE assembly (talos-imager.md §5.4)
+# PE assembly (upstream ``assemble.go`` and ``internal/pe/native.go``)
 
 
 @dataclass(frozen=True)

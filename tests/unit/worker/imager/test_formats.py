@@ -15,7 +15,7 @@ import pytest
 from common.profile.model import DiskFormat, ImageOptions
 from common.talos.quirks import Quirks
 from worker.imager import tools
-from worker.imager.formats import convert, ovf_xml, qemu_img_info
+from worker.imager.formats import CONVERTERS, convert, ovf_xml, qemu_img_info
 
 EPOCH = 1700000000  # 2023-11-14 22:13:20 UTC
 MIB = 1 << 20
@@ -255,3 +255,9 @@ def test_sparse_8gib_disk_converts_fast_and_stays_sparse(tmp_path: Path, opts: I
         assert out.stat().st_size == BIG + 512
         assert qemu_img_info(out, "vpc")["virtual-size"] == BIG
     print(f"{opts.disk_format.value}: {elapsed:.2f}s, {out.stat().st_size} bytes")
+
+
+def test_every_disk_format_has_one_converter_entry() -> None:
+    assert set(CONVERTERS) == set(DiskFormat)
+    assert CONVERTERS[DiskFormat.RAW] is None
+    assert CONVERTERS[DiskFormat.UNKNOWN] is None

@@ -18,12 +18,13 @@ import yaml
 
 from devstack.release.payload import Payload, build_payload, kernel_module
 from tests.support.initramfs import MAGIC, decompose, members, sqfs_tar
+from tests.unit.worker.imager.extensions.helpers import LABEL, make_extension, manifest, tree_digest
 from worker.imager import schematic_extension
-from worker.imager.extensions import ExtensionError, ExtensionSource, embedded_config_extension
+from worker.imager.extensions.config import embedded_config_extension
+from worker.imager.extensions.loading import ExtensionSource
+from worker.imager.extensions.manifest import ExtensionError
 from worker.imager.initramfs import build_initramfs, extract_member
 from worker.imager.tools import ToolError
-
-from .test_extensions import LABEL, make_extension, manifest, tree_digest
 
 ZSTD = "v1.12.4"  # zstd, usr-merged
 XZ = "v1.7.6"  # xz, /lib/…

@@ -18,20 +18,22 @@ from typing import Any
 import pytest
 
 from common.artifacts.manager import ImageLayers
+from common.gojson import marshal as go_json
+from worker.imager.docker_archive import write_docker_archive
 from worker.imager.installer import (
+    OverlayLayerSource,
+    _Entry,
+    _write_tar,
+    artifact_paths,
+    build_installer_image,
+)
+from worker.imager.installer_image import (
     OCI_CONFIG,
     OCI_LAYER,
     OCI_MANIFEST,
     ZERO_TIME,
     InstallerError,
     InstallerImage,
-    OverlayLayerSource,
-    _Entry,
-    _write_tar,
-    artifact_paths,
-    build_installer_image,
-    go_json,
-    write_docker_archive,
 )
 
 CREATED = "2025-12-01T10:20:30Z"
@@ -426,8 +428,8 @@ def test_podman_loads_the_archive(tmp_path: Path, assets: dict[str, Path]) -> No
     with tempfile.TemporaryDirectory(prefix="pm-", dir="/tmp") as store:
         podman = ["podman", "--root", f"{store}/root", "--runroot", f"{store}/run", "--storage-driver", "vfs"]
         load = subprocess.run([*podman, "load", "-i", str(out)], capture_output=True, text=True, check=False)
-        if load.returncode != 0:
-            pytest.skip(f"podman cannot load images in this sandbox: {load.stderr.strip()}")
+        # `podman load` needs no container runtime: with vfs and its own root it works as root anywhere.
+        assert load.returncode == 0, f"podman could not load the archive: {load.stderr.strip()}"
         config_id = hashlib.sha256(image.config).hexdigest()
         assert config_id in load.stdout
         inspect = subprocess.run(
