@@ -7,9 +7,10 @@ from flask import Flask
 from api.cors import CORSMiddleware
 from api.errors import register_error_handlers
 from api.middleware import register_middleware
-from api.routes import builds, health, image, keys, meta, pxe, schematics, talosctl
+from api.routes import builds, health, image, keys, meta, pxe, registry, schematics, talosctl
 from common.builds.waiter import Waiter
 from common.config import Config
+from common.delivery.installers import InstallerImages
 from common.delivery.service import Delivery
 from common.services import Services, build_services
 
@@ -20,7 +21,9 @@ def create_app(config: Config, services: Services | None = None) -> Flask:
     svc = services or build_services(config)
     app.extensions["factory"] = svc
     waiters = config.http.maxWaiters or max(1, config.http.threads - 8)
-    app.extensions["delivery"] = Delivery(svc, Waiter(svc.redis, svc.builds, waiters))
+    delivery = Delivery(svc, Waiter(svc.redis, svc.builds, waiters))
+    app.extensions["delivery"] = delivery
+    app.extensions["installers"] = InstallerImages(delivery)
     register_middleware(app)
     register_error_handlers(app)
     app.register_blueprint(health.bp)
@@ -31,5 +34,6 @@ def create_app(config: Config, services: Services | None = None) -> Flask:
     app.register_blueprint(builds.bp)
     app.register_blueprint(pxe.bp)
     app.register_blueprint(keys.bp)
+    app.register_blueprint(registry.bp)
     app.wsgi_app = CORSMiddleware(app.wsgi_app, config.http.allowedOrigins)  # type: ignore[method-assign]
     return app

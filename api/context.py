@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import current_app
 
+from common.delivery.installers import InstallerImages
 from common.delivery.service import Delivery
 from common.services import Services
 
@@ -15,4 +16,9 @@ def services() -> Services:
 
 def delivery() -> Delivery:
     found: Delivery = current_app.extensions["delivery"]
+    return found
+
+
+def installers() -> InstallerImages:
+    found: InstallerImages = current_app.extensions["installers"]
     return found

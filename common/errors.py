@@ -46,3 +46,13 @@ class NotImplementedYetError(FactoryError):
     """A valid request for an output this factory cannot build yet (named in the message)."""
 
     status = 501
+
+
+class RegistryAPIError(FactoryError):
+    """An error with the registry API code a registry client should see (``NAME_UNKNOWN``,
+    ``MANIFEST_UNKNOWN`` …, ``opencontainers/distribution-spec@v1.1.0:spec.md``, "Error Codes")."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code

@@ -28,11 +28,10 @@ from common.cache.signing import CacheSigner
 from common.config.options import RepositoryOptions
 from common.cosign.registry import (
     SignatureLayer,
-    fetch_legacy_signatures,
+    has_valid_legacy_signature,
     push_legacy_signatures,
     simple_signing_payload,
 )
-from common.cosign.types import SignatureError, check_simple_signing_payload
 from common.registry.client import DOCKER_CONFIG, DOCKER_MANIFEST, RegistryClient, RegistryError
 
 log = logging.getLogger(__name__)
@@ -161,20 +160,7 @@ class OCICache:
         push_legacy_signatures(self.client, digest, [SignatureLayer(payload, self.signer.sign(payload))])
 
     def _signed(self, digest: str) -> bool:
-        try:
-            signatures = fetch_legacy_signatures(self.client, digest)
-        except (RegistryError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            log.warning("unreadable cache signature", extra={"digest": digest, "error": str(exc)})
-            return False
-        for signature in signatures:
-            if not self.signer.verify(signature.payload, signature.signature):
-                continue
-            try:
-                check_simple_signing_payload(signature.payload, digest)
-            except SignatureError:
-                continue
-            return True
-        return False
+        return has_valid_legacy_signature(self.client, digest, self.signer.verify)
 
 
 def _config(layer_digest: str) -> bytes:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from common.cosign.types import (
@@ -26,8 +27,12 @@ from common.cosign.types import (
     SIMPLE_SIGNING_MEDIA_TYPE,
     BundleSignature,
     LegacySignature,
+    SignatureError,
+    check_simple_signing_payload,
 )
-from common.registry.client import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, RegistryClient
+from common.registry.client import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, RegistryClient, RegistryError
+
+log = logging.getLogger(__name__)
 
 MAX_SIGNATURE_BLOB = 1024 * 1024
 MAX_SIGNATURES = 32
@@ -156,24 +161,60 @@ def fetch_bundle_signatures(client: RegistryClient, digest: str) -> list[BundleS
     return bundles
 
 
-def push_bundle_referrer(
-    client: RegistryClient, digest: str, size: int, media_type: str, bundle: bytes
-) -> str:
-    """Attaches a Sigstore bundle to ``digest`` the way cosign does on registries without referrers.
+def has_valid_legacy_signature(
+    client: RegistryClient, digest: str, verify: Callable[[bytes, bytes], bool]
+) -> bool:
+    """Whether ``sha256-<hex>.sig`` holds a signature ``verify(payload, signature)`` accepts whose
+    simple-signing payload names ``digest``. An unreadable signature counts as none (a miss that is
+    rebuilt), never as an error."""
+    try:
+        signatures = fetch_legacy_signatures(client, digest)
+    except (RegistryError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("unreadable signature", extra={"digest": digest, "error": str(exc)})
+        return False
+    for signature in signatures:
+        if not verify(signature.payload, signature.signature):
+            continue
+        try:
+            check_simple_signing_payload(signature.payload, digest)
+        except SignatureError:
+            continue
+        return True
+    return False
 
-    Also updates the ``sha256-<hex>`` referrers tag index so registries without the referrers API
-    (distribution 2.8) find it.
+
+def push_referrer(
+    client: RegistryClient,
+    subject: Mapping[str, object],
+    artifact_type: str,
+    layers: Sequence[tuple[bytes, str, Mapping[str, str]]],
+) -> str:
+    """Attaches an artifact to ``subject`` (a descriptor) as an OCI 1.1 referrer.
+
+    ``layers`` are ``(bytes, media type, annotations)``. The ``sha256-<hex>`` referrers tag index is
+    updated too, so registries without the referrers API (distribution 2.8) and clients using the
+    fallback find it (``opencontainers/distribution-spec@v1.1.0:spec.md``, "Referrers Tag Schema").
     """
+    digest = str(subject["digest"])
     empty = b"{}"
     empty_digest = client.push_blob(empty)
-    bundle_digest = client.push_blob(bundle)
+    descriptors = []
+    for data, media_type, notes in layers:
+        descriptor: dict[str, object] = {
+            "mediaType": media_type,
+            "size": len(data),
+            "digest": client.push_blob(data),
+        }
+        if notes:
+            descriptor["annotations"] = dict(notes)
+        descriptors.append(descriptor)
     manifest = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
-        "artifactType": SIGSTORE_BUNDLE_MEDIA_TYPE,
+        "artifactType": artifact_type,
         "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2, "digest": empty_digest},
-        "layers": [{"mediaType": SIGSTORE_BUNDLE_MEDIA_TYPE, "size": len(bundle), "digest": bundle_digest}],
-        "subject": {"mediaType": media_type, "size": size, "digest": digest},
+        "layers": descriptors,
+        "subject": dict(subject),
     }
     body = json.dumps(manifest, separators=(",", ":")).encode()
     manifest_digest = "sha256:" + hashlib.sha256(body).hexdigest()
@@ -186,7 +227,7 @@ def push_bundle_referrer(
             "mediaType": OCI_MANIFEST,
             "size": len(body),
             "digest": manifest_digest,
-            "artifactType": SIGSTORE_BUNDLE_MEDIA_TYPE,
+            "artifactType": artifact_type,
         }
     )
     client.put_manifest(
@@ -195,12 +236,24 @@ def push_bundle_referrer(
     return manifest_digest
 
 
+def push_bundle_referrer(
+    client: RegistryClient, digest: str, size: int, media_type: str, bundle: bytes
+) -> str:
+    """Attaches a Sigstore bundle to ``digest`` the way cosign does on registries without referrers."""
+    subject = {"mediaType": media_type, "size": size, "digest": digest}
+    return push_referrer(
+        client, subject, SIGSTORE_BUNDLE_MEDIA_TYPE, [(bundle, SIGSTORE_BUNDLE_MEDIA_TYPE, {})]
+    )
+
+
 __all__ = [
     "SignatureLayer",
     "fetch_bundle_signatures",
     "fetch_legacy_signatures",
+    "has_valid_legacy_signature",
     "push_bundle_referrer",
     "push_legacy_signatures",
+    "push_referrer",
     "signature_tag",
     "simple_signing_payload",
 ]

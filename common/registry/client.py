@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Collection, Generator, Iterator
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,6 +149,17 @@ class RegistryClient:
             return digest, size
         self._upload(digest, _FileBody(path, size) if size else b"")
         return digest, size
+
+    def push_blob_chunks(self, digest: str, size: int, chunks: Callable[[], Iterable[bytes]]) -> None:
+        """Monolithic upload of a blob whose digest is known, streamed from ``chunks()``.
+
+        ``chunks`` is called again if the upload is retried (oras repeats a request after a 401),
+        so a source that can be read twice (a cached asset's byte range) never sits in memory.
+        Skipped when the registry already has the blob.
+        """
+        if self.blob_exists(digest):
+            return
+        self._upload(digest, _ChunksBody(chunks, size) if size else b"")
 
     def put_manifest(self, reference: str, manifest: dict[str, Any], media_type: str) -> str:
         return self.put_manifest_bytes(
@@ -287,6 +298,19 @@ class _FileBody:
         with open(self.path, "rb") as f:
             while chunk := f.read(self.chunk_size):
                 yield chunk
+
+
+class _ChunksBody:
+    """Like :class:`_FileBody`, over a callable that yields the bytes afresh on every iteration."""
+
+    def __init__(self, chunks: Callable[[], Iterable[bytes]], size: int) -> None:
+        self.chunks, self.size = chunks, size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.chunks()
 
 
 def _read_bounded(response: requests.Response, limit: int, what: str) -> bytes:
