@@ -3,8 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Services the tests start, the fixture release builder (devstack/debian.py SYSTEM_PACKAGES) and QEMU.
-SYSTEM_PACKAGES := redis-server docker-registry skopeo python3-venv \
+# Services the tests start, the fixture release builder (devstack/debian.py SYSTEM_PACKAGES), QEMU and
+# the independent clients the tests cross-check with (skopeo, podman, openssl).
+SYSTEM_PACKAGES := redis-server docker-registry skopeo podman openssl python3-venv \
 	apt dpkg kmod squashfs-tools xz-utils zstd gcc libc6-dev qemu-system-x86 qemu-utils ovmf gdisk \
 	xorriso grub-common grub-pc-bin grub-efi-amd64-bin mtools dosfstools squashfs-tools-ng cpio \
 	xfsprogs libfaketime pigz fdisk gpgv debian-archive-keyring gpg gpg-agent
@@ -36,6 +37,7 @@ stop:
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy

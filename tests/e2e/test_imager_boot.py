@@ -53,6 +53,7 @@ def _ok(result: BootResult) -> dict[str, Any]:
     assert result.report is not None, result.describe()
     assert result.error is None and not result.timed_out, result.describe()
     assert result.report["errors"] == [], result.describe()
+    assert result.returncode == 0, result.describe()  # the guest powered itself off
     return result.report
 
 
@@ -64,10 +65,14 @@ def _firmware_dir(version: str) -> str:
     return "usr/lib/firmware" if parse_tolerant(version) >= parse_tolerant("v1.10.0") else "lib/firmware"
 
 
-def _expected_extensions(factory: Factory, version: str, schematic: Schematic) -> list[dict[str, Any]]:
-    """What the boot report must list, computed from the extension images themselves."""
+def _expected_extensions(
+    factory: Factory, version: str, schematic: Schematic
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """What the boot report must list, computed from the extension images themselves: the extension
+    layers, and the firmware files (path: sha256 of the content) the extensions carry."""
     firmware = _firmware_dir(version)
     expected = []
+    firmware_files: dict[str, str] = {}
     refs = {e.name: e for e in factory.artifacts.official_extensions(parse_tolerant(version))}
     for index, name in enumerate(SCHEMATIC.customization.official_extensions):
         ref = refs[name]
@@ -78,6 +83,11 @@ def _expected_extensions(factory: Factory, version: str, schematic: Schematic) -
                 for p in sorted(rootfs.rglob("*"))
                 if p.is_file() and not str(p.relative_to(rootfs)).startswith(firmware)
             }
+            firmware_files.update(
+                (str(p.relative_to(rootfs)), _sha(p.read_bytes()))
+                for p in sorted(rootfs.rglob("*"))
+                if p.is_file() and str(p.relative_to(rootfs)).startswith(firmware + "/")
+            )
             metadata = yaml.safe_load((image.fs / "manifest.yaml").read_text())["metadata"]
         expected.append(
             {
@@ -96,7 +106,7 @@ def _expected_extensions(factory: Factory, version: str, schematic: Schematic) -
             "files": {f"usr/local/share/schematic/{sid}": _sha(b"")},
         }
     )
-    return expected
+    return expected, firmware_files
 
 
 def _check_report(
@@ -105,13 +115,16 @@ def _check_report(
     assert report["version"] == version
     assert report["cmdline"] == cmdline
     layers = report["extensions"]
-    assert layers[:-1] == _expected_extensions(factory, version, schematic)
+    expected_layers, expected_firmware = _expected_extensions(factory, version, schematic)
+    assert layers[:-1] == expected_layers
     assert layers[-1]["image"] == "modules.dep.sqsh" and layers[-1]["name"] == "modules.dep"
     assert any(f.endswith("/modules.dep") for f in layers[-1]["files"])
     assert report["modules"] == [{"name": "dummy", "loaded": True}]
-    assert sorted(report["firmware"]) == [
+    # test-firmware's two files (a guard on the fixture), then the guest's firmware by content hash
+    assert sorted(expected_firmware) == [
         f"{_firmware_dir(version)}/test-firmware/{n}" for n in ("LICENSE", "nic.bin")
     ]
+    assert report["firmware"] == expected_firmware
 
 
 def _check_cmdline(cmdline: str, version: str, *, iso: bool) -> None:

@@ -93,6 +93,8 @@ def test_grub_iso_boots_from_usb_stick_under_uefi(isos: dict[IsoGenerator, Path]
     result = boot(disks=[disk], firmware="uefi", timeout=TIMEOUT)
     assert result.report is not None, result.describe()
     assert result.error is None and not result.timed_out, result.describe()
+    assert result.report["errors"] == [], result.describe()
     assert result.report["boot"] == "uefi"
+    assert result.report["version"] == VERSION
     assert result.report["cmdline"] == f"BOOT_IMAGE=/boot/vmlinuz {CMDLINE}", result.describe()
     print(f"grub as a disk under uefi: {result.seconds:.1f} s")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -15,17 +16,19 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A Redis this module may stop, so the shared one stays up for everyone else."""
-    with RedisServer(tmp_path_factory.mktemp("own-redis")) as server:
+def module_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """This module's Redis: no test may stop it (``test_readyz_follows_redis`` stops one of its own)."""
+    with RedisServer(tmp_path_factory.mktemp("module-redis")) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def api(
-    tmp_path_factory: pytest.TempPathFactory, own_redis: RedisServer, registry: RegistryServer
+    tmp_path_factory: pytest.TempPathFactory, module_redis: RedisServer, registry: RegistryServer
 ) -> Iterator[FactoryAPI]:
-    config = factory_config(own_redis.url, registry.host, **{"http.allowedOrigins": ["https://ui.example"]})
+    config = factory_config(
+        module_redis.url, registry.host, **{"http.allowedOrigins": ["https://ui.example"]}
+    )
     with api_server(tmp_path_factory.mktemp("api"), config) as server:
         yield server
 
@@ -95,11 +98,18 @@ def test_cors_actual_request_and_preflight(api: FactoryAPI) -> None:
     assert post.status_code == 204 and "Access-Control-Allow-Origin" not in post.headers
 
 
-def test_readyz_follows_redis(api: FactoryAPI, own_redis: RedisServer) -> None:
-    ready = requests.get(f"{api.url}/readyz", timeout=10)
-    assert ready.status_code == 200, ready.text
-    own_redis.stop()
-    down = requests.get(f"{api.url}/readyz", timeout=10)
-    assert down.status_code == 503
-    assert "redis" in down.text and "registry" not in down.text
-    assert requests.get(f"{api.url}/healthz", timeout=5).status_code == 200  # alive, just not ready
+def test_readyz_follows_redis(tmp_path: Path, registry: RegistryServer) -> None:
+    # A Redis and an API of its own: stopping the Redis leaves every other test's services alone,
+    # whatever order the tests run in.
+    (tmp_path / "api").mkdir()
+    with (
+        RedisServer(tmp_path / "redis") as own_redis,
+        api_server(tmp_path / "api", factory_config(own_redis.url, registry.host)) as api,
+    ):
+        ready = requests.get(f"{api.url}/readyz", timeout=10)
+        assert ready.status_code == 200, ready.text
+        own_redis.stop()
+        down = requests.get(f"{api.url}/readyz", timeout=10)
+        assert down.status_code == 503
+        assert "redis" in down.text and "registry" not in down.text
+        assert requests.get(f"{api.url}/healthz", timeout=5).status_code == 200  # alive, just not ready

@@ -27,7 +27,7 @@ from common.cosign.registry import (
 )
 from common.registry.client import RegistryClient
 from devstack.release.release import Release
-from devstack.services import RedisServer, RegistryServer
+from devstack.services import RegistryServer
 from tests.support.stack import Stack, factory_stack
 
 pytestmark = pytest.mark.integration
@@ -39,14 +39,11 @@ BUILD_WAIT = 600
 
 @pytest.fixture(scope="module")
 def stack(
-    tmp_path_factory: pytest.TempPathFactory,
-    redis_server: RedisServer,
-    registry: RegistryServer,
-    fixture_release: Release,
+    tmp_path_factory: pytest.TempPathFactory, registry: RegistryServer, fixture_release: Release
 ) -> Iterator[Stack]:
     with factory_stack(
         tmp_path_factory.mktemp("pipeline"),
-        redis_server,
+        None,  # the stack starts a redis-server of its own
         registry,
         fixture_release,
         apis=2,
@@ -76,6 +73,19 @@ def cache_client(stack: Stack) -> RegistryClient:
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def records_of(stack: Stack, sid: str, path: str | None = None) -> dict[str, dict[str, str]]:
+    """The build records (by key) whose request names schematic ``sid`` (and ``path``, if given):
+    a test's own builds, whatever else the shared stack has built."""
+    found = {}
+    for name in stack.redis.scan_iter("if:build:rec:*"):
+        key = name.decode().rsplit(":", 1)[1]
+        record = stack.record(key)
+        request = json.loads(record.get("request") or "{}")
+        if request.get("schematic") == sid and path in (None, request.get("path")):
+            found[key] = record
+    return found
 
 
 def test_fifty_concurrent_requests_through_two_apis_make_one_build(stack: Stack) -> None:
@@ -210,8 +220,8 @@ def test_permanent_failure_reaches_every_waiter_and_is_remembered(stack: Stack) 
     assert {r.status_code for r in responses} == {400}, [(r.status_code, r.text) for r in responses]
     assert len({r.text for r in responses}) == 1
     assert "dual-boot" in responses[0].text and responses[0].text.endswith("\n")
-    key = next(k.decode().rsplit(":", 1)[1] for k in stack.redis.scan_iter("if:build:runs:*")
-               if stack.record(k.decode().rsplit(":", 1)[1]).get("status") == "failed")  # fmt: skip
+    (key, record), *others = records_of(stack, sid, path).items()  # this test's own build, by its key
+    assert others == [] and record["status"] == "failed", (record, others)
     assert stack.runs(key) == 1
     # A storm of identical requests within build.failureTTL gets the remembered answer, no build.
     again = requests.get(url(stack, sid, path), timeout=60)
@@ -310,14 +320,18 @@ def test_cached_requests_are_served_while_200_clients_wait(stack: Stack) -> None
             for i in range(200)
         ]
         # Every waiter is in: each API process holds 100 requests waiting for a slot.
+        waiting: list[str] = []
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            queued = [
-                stack.record(k.decode().rsplit(":", 1)[1]) for k in stack.redis.scan_iter("if:build:rec:*")
-            ]
-            if sum(1 for r in queued if r.get("stage") == "waiting for a build slot") == 4:
+            waiting = sorted(
+                record.get("request", "")
+                for record in records_of(stack, sid).values()
+                if record.get("stage") == "waiting for a build slot"
+            )
+            if len(waiting) == len(paths):
                 break
             time.sleep(0.2)
+        assert len(waiting) == len(paths), f"after 60 s only these builds wait for a slot: {waiting}"
         time.sleep(2)  # let the 200 connections land
         assert not any(f.done() for f in futures), [f.result().text for f in futures if f.done()][:3]
         # Cached downloads and the other routes still answer, on both processes.
@@ -390,13 +404,10 @@ def test_worker_killed_mid_build_is_finished_by_the_other(stack: Stack) -> None:
 
 
 def test_backpressure(
-    tmp_path_factory: pytest.TempPathFactory,
-    redis_server: RedisServer,
-    registry: RegistryServer,
-    fixture_release: Release,
+    tmp_path_factory: pytest.TempPathFactory, registry: RegistryServer, fixture_release: Release
 ) -> None:
     root = tmp_path_factory.mktemp("backpressure")
-    with factory_stack(root, redis_server, registry, fixture_release, **{"build.maxQueueLength": 2}) as small:
+    with factory_stack(root, None, registry, fixture_release, **{"build.maxQueueLength": 2}) as small:
         sid = schematic(small, "bp")
         cached = url(small, sid, "cmdline-metal-amd64")
         assert requests.get(cached, timeout=BUILD_WAIT).status_code == 200

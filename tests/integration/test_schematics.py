@@ -19,12 +19,11 @@ import pytest
 import requests
 
 from devstack.services import RedisServer, RegistryServer, free_port
-from tests.paths import SHARED
 from tests.support.factory import FactoryAPI, api_server, factory_config
+from tests.support.fixtures import SCHEMATIC_VECTORS
 
 pytestmark = pytest.mark.integration
 
-VECTORS = SHARED / "reference" / "schematic-vectors.json"
 REPO = "siderolabs/image-factory/schematics"
 SCHEMATIC_MEDIA_TYPE = "application/vnd.sidero.dev-image.schematic"
 
@@ -47,9 +46,7 @@ class LoggingRegistry(RegistryServer):
 
 
 def load_vectors() -> list[dict[str, Any]]:
-    if not VECTORS.exists():
-        pytest.skip(f"{VECTORS} not present")
-    vectors: list[dict[str, Any]] = json.loads(VECTORS.read_text())
+    vectors: list[dict[str, Any]] = json.loads(SCHEMATIC_VECTORS.read_text())
     return vectors
 
 

@@ -1,13 +1,14 @@
 """A whole factory for a test: API replicas and Celery workers as real processes on private services.
 
-Each stack gets its own Redis database, cache repository and S3 bucket, so build keys (profile
-hashes, identical across tests) never meet a cache entry or build record of another test.
+Each stack gets its own redis-server, cache repository and S3 bucket, so build keys (profile
+hashes, identical across tests) never meet a cache entry or build record of another test. A private
+server (not a database number on the session's Redis, of which there are only 16, some taken by other
+tests) makes a collision impossible however many stacks a run starts.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import signal
 import uuid
@@ -24,8 +25,6 @@ from devstack.release.release import Release, factory_overrides
 from devstack.services import RedisServer, RegistryServer, S3Server, free_port
 from tests.support.factory import api_server, factory_config, worker_process
 
-_databases = itertools.count(1)
-
 
 @dataclass
 class Stack:
@@ -35,6 +34,7 @@ class Stack:
     config: dict[str, Any]
     root: Path
     bucket: str | None = None
+    redis_server: RedisServer | None = None  # the stack's own redis-server
 
     @property
     def api(self) -> FactoryAPI:
@@ -82,7 +82,7 @@ def _stop_all(workers: list[FactoryWorker]) -> None:
 @contextlib.contextmanager
 def factory_stack(
     root: Path,
-    redis_server: RedisServer,
+    redis_server: RedisServer | None,
     registry: RegistryServer,
     release: Release,
     *,
@@ -93,35 +93,38 @@ def factory_stack(
     **overrides: Any,
 ) -> Iterator[Stack]:
     """``pxe_host``: set ``http.externalPXEURL`` to ``http://<pxe_host>:<first API's port>/`` (e.g.
-    ``10.0.2.2``, the host as a QEMU guest sees it)."""
+    ``10.0.2.2``, the host as a QEMU guest sees it).
+
+    ``redis_server`` (the session's) is not used: the stack starts a redis-server of its own under
+    ``root``, stopped with the stack. The parameter stays so that callers keep their signature."""
+    del redis_server
     ports = [free_port() for _ in range(apis)]
     if pxe_host is not None:
         overrides = {"http.externalPXEURL": f"http://{pxe_host}:{ports[0]}/", **overrides}
-    db = next(_databases) % 16 or 1
-    redis_url = redis_server.url.rsplit("/", 1)[0] + f"/{db}"
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    bucket = None
-    if s3 is not None:
-        bucket = f"assets-{uuid.uuid4().hex[:12]}"
-        s3.create_bucket(bucket)
-    config = factory_config(
-        redis_url,
-        registry.host,
-        s3_endpoint=s3.endpoint if s3 is not None else None,
-        s3_enabled=s3 is not None,
-        bucket=bucket or "image-factory",
-        **factory_overrides(release),
-        **{
-            "cache.oci.repository": f"cache-{uuid.uuid4().hex[:12]}",
-            "artifacts.storageDir": str(root / "artifacts"),
-            "build.scratchDir": str(root / "scratch"),
-            "http.workers": 1,
-            **overrides,
-        },
-    )
-    stack = Stack([], [], client, config, root, bucket)
     with contextlib.ExitStack() as stop:
+        own_redis = stop.enter_context(RedisServer(root / "redis"))  # stopped last, after APIs and workers
+        client = stop.enter_context(redis.Redis.from_url(own_redis.url))
+        assert client.dbsize() == 0, "a fresh redis-server must be empty"
+        bucket = None
+        if s3 is not None:
+            bucket = f"assets-{uuid.uuid4().hex[:12]}"
+            s3.create_bucket(bucket)
+        config = factory_config(
+            own_redis.url,
+            registry.host,
+            s3_endpoint=s3.endpoint if s3 is not None else None,
+            s3_enabled=s3 is not None,
+            bucket=bucket or "image-factory",
+            **factory_overrides(release),
+            **{
+                "cache.oci.repository": f"cache-{uuid.uuid4().hex[:12]}",
+                "artifacts.storageDir": str(root / "artifacts"),
+                "build.scratchDir": str(root / "scratch"),
+                "http.workers": 1,
+                **overrides,
+            },
+        )
+        stack = Stack([], [], client, config, root, bucket, own_redis)
         for i in range(apis):
             state = root / f"api{i}"
             state.mkdir(parents=True, exist_ok=True)
@@ -130,4 +133,3 @@ def factory_stack(
             stack.add_worker()
         stop.callback(_stop_all, stack.workers)
         yield stack
-    client.close()

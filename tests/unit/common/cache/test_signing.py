@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from common.cache.signing import FileKeySigner, SigningKeyError, generate_key_pem
+from common.cache.signing import FileCacheSigner, SigningKeyError, generate_key_pem
 from common.cosign.pubkey import PublicKeyCheck, load_public_key
 from common.cosign.registry import simple_signing_payload
 from common.cosign.types import LegacySignature
@@ -23,17 +23,17 @@ PAYLOAD = simple_signing_payload("registry.example/ns/cache", DIGEST)
 def test_generated_key_signs_and_verifies() -> None:
     pem = generate_key_pem()
     assert pem.startswith(b"-----BEGIN EC PRIVATE KEY-----")
-    signer = FileKeySigner.from_pem(pem)
+    signer = FileCacheSigner.from_pem(pem)
     signature = signer.sign(PAYLOAD)
     assert signer.verify(PAYLOAD, signature)
     assert not signer.verify(PAYLOAD + b" ", signature)
     assert not signer.verify(PAYLOAD, b"\x30\x06garbage")
-    assert not FileKeySigner.from_pem(generate_key_pem()).verify(PAYLOAD, signature)
+    assert not FileCacheSigner.from_pem(generate_key_pem()).verify(PAYLOAD, signature)
 
 
 def test_public_key_is_pkix_pem_accepted_by_the_source_verifier() -> None:
     """The same check `cosign verify --key` semantics use for source images accepts our signatures."""
-    signer = FileKeySigner.from_pem(generate_key_pem())
+    signer = FileCacheSigner.from_pem(generate_key_pem())
     pem = signer.public_key_pem()
     assert pem.startswith(b"-----BEGIN PUBLIC KEY-----\n")
     PublicKeyCheck(load_public_key(pem)).verify(DIGEST, LegacySignature(PAYLOAD, signer.sign(PAYLOAD)))
@@ -47,7 +47,7 @@ def test_pkcs8_key_is_accepted(tmp_path: Path) -> None:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
     )
-    signer = FileKeySigner.from_path(path)
+    signer = FileCacheSigner.from_path(path)
     assert signer.verify(PAYLOAD, signer.sign(PAYLOAD))
 
 
@@ -58,7 +58,7 @@ def test_openssl_key_and_openssl_verification(tmp_path: Path) -> None:
     subprocess.run(
         ["openssl", "ecparam", "-genkey", "-name", "prime256v1", "-noout", "-out", str(key)], check=True
     )
-    signer = FileKeySigner.from_path(str(key))
+    signer = FileCacheSigner.from_path(str(key))
     (tmp_path / "pub.pem").write_bytes(signer.public_key_pem())
     (tmp_path / "payload").write_bytes(PAYLOAD)
     (tmp_path / "sig.der").write_bytes(signer.sign(PAYLOAD))
@@ -75,16 +75,16 @@ def test_openssl_key_and_openssl_verification(tmp_path: Path) -> None:
 @pytest.mark.parametrize("path", ["", "   ", None])
 def test_missing_path_is_a_clear_error(path: str | None) -> None:
     with pytest.raises(SigningKeyError, match=r"cache\.signingKeyPath is required"):
-        FileKeySigner.from_path(path)
+        FileCacheSigner.from_path(path)
 
 
 def test_unreadable_or_invalid_keys_are_factory_errors(tmp_path: Path) -> None:
     with pytest.raises(SigningKeyError, match="cannot read"):
-        FileKeySigner.from_path(tmp_path / "absent.pem")
+        FileCacheSigner.from_path(tmp_path / "absent.pem")
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a key\n")
     with pytest.raises(SigningKeyError, match="not a PEM private key"):
-        FileKeySigner.from_path(garbage)
+        FileCacheSigner.from_path(garbage)
     encrypted = tmp_path / "encrypted.pem"
     encrypted.write_bytes(
         ec.generate_private_key(ec.SECP256R1()).private_bytes(
@@ -94,7 +94,7 @@ def test_unreadable_or_invalid_keys_are_factory_errors(tmp_path: Path) -> None:
         )
     )
     with pytest.raises(SigningKeyError, match="encrypted"):
-        FileKeySigner.from_path(encrypted)
+        FileCacheSigner.from_path(encrypted)
     rsa_key = tmp_path / "rsa.pem"
     rsa_key.write_bytes(
         rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
@@ -102,5 +102,5 @@ def test_unreadable_or_invalid_keys_are_factory_errors(tmp_path: Path) -> None:
         )
     )
     with pytest.raises(SigningKeyError, match="ECDSA key is required"):
-        FileKeySigner.from_path(rsa_key)
+        FileCacheSigner.from_path(rsa_key)
     assert issubclass(SigningKeyError, FactoryError)

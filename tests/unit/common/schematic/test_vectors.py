@@ -1,28 +1,18 @@
-"""Every vector in the shared reference file: upstream's own schematic IDs, recomputed from request bodies."""
+"""Every vector in the reference file (vendored in tests/fixtures): upstream's own schematic IDs,
+recomputed from request bodies."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from common.schematic import canonicalize, marshal, parse_schematic, schematic_id
+from tests.support.fixtures import SCHEMATIC_VECTORS
 
-VECTORS_PATH = Path(__file__).parents[4].parent / "shared/reference/schematic-vectors.json"
-
-
-def _load() -> list[dict[str, Any]]:
-    if not VECTORS_PATH.exists():
-        return []
-    data: list[dict[str, Any]] = json.loads(VECTORS_PATH.read_text())
-    return data
-
-
-VECTORS = _load()
-pytestmark = pytest.mark.skipif(not VECTORS, reason=f"reference vectors not found at {VECTORS_PATH}")
+VECTORS: list[dict[str, Any]] = json.loads(SCHEMATIC_VECTORS.read_text())
 
 
 def _ids(vectors: list[dict[str, Any]]) -> list[str]:
