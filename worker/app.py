@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import before_task_publish, task_postrun, task_prerun, worker_init
+from celery.signals import before_task_publish, task_postrun, task_prerun, worker_init, worker_ready
 
 from common.builds.queue import broker_settings
+from common.builds.waiter import Waiter
 from common.config import Config
+from common.delivery.installers import InstallerImages
+from common.delivery.service import Delivery
 from common.logging import request_id_var
 from common.services import Services, build_services, scratch_dir
 from worker.imager.scratch import sweep
+
+log = logging.getLogger(__name__)
 
 
 def create_celery(config: Config) -> Celery:
@@ -81,3 +88,27 @@ def _sweep_abandoned_builds(sender: Any = None, **_: Any) -> None:
     config = getattr(getattr(sender, "app", None), "conf", {}).get("factory_config")
     if isinstance(config, Config):
         sweep(scratch_dir(config))
+
+
+@worker_ready.connect
+def _prebuild_installers(sender: Any = None, **_: Any) -> None:
+    """Every ``build.prebuildSchematics`` at every ``build.prebuildInstallers`` version: queued
+    (single flight, so every worker may do it) once a worker is ready, on a thread so the worker
+    starts consuming at once."""
+    config = getattr(getattr(sender, "app", None), "conf", {}).get("factory_config")
+    if not isinstance(config, Config) or not (
+        config.build.prebuildSchematics and config.build.prebuildInstallers
+    ):
+        return
+    threading.Thread(target=_prebuild, args=(config,), name="prebuild", daemon=True).start()
+
+
+def _prebuild(config: Config) -> None:
+    services = build_services(config)
+    images = InstallerImages(Delivery(services, Waiter(services.redis, services.builds, 1)))
+    for schematic_id in config.build.prebuildSchematics:
+        try:
+            queued = images.prebuild(schematic_id)
+            log.info("installers built ahead", extra={"schematic": schematic_id, "builds": queued})
+        except Exception:
+            log.exception("cannot build installers ahead", extra={"schematic": schematic_id})

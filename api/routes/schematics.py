@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from api.context import services
+from api.context import installers, services
 from api.responses import go_json
 from common.schematic.service import SchematicService
 
@@ -18,6 +18,7 @@ def _service() -> SchematicService:
 @bp.post("/schematics")
 def create() -> Response:
     created = _service().create(request.get_data(cache=False))
+    installers().prebuild_later(created.id)  # build.prebuildInstallers, in the background
     body = go_json({"id": created.id, "schematic": created.canonical.decode()})
     return Response(body, status=201, mimetype="application/json")
 

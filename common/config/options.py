@@ -103,6 +103,25 @@ class BuildOptions:
         "How many times a build is retried, with backoff, after a transient registry or S3 error.",
         ours=True,
     )
+    registryWaitTimeout: timedelta = opt(
+        timedelta(seconds=75),
+        "How long a registry manifest request for an installer waits for its builds before answering "
+        "503 with Retry-After (the builds go on). Talos aborts a pull connection that reads nothing "
+        "for 90 s and retries; answering first turns a stalled pull into a clean retry.",
+        ours=True,
+    )
+    prebuildInstallers: list[str] = opt(
+        [],
+        "Talos versions (or `latest`) whose installer images, every architecture, are built as soon as "
+        "a schematic is created (and, for `prebuildSchematics`, when a worker starts), so the first "
+        "install or upgrade pull of `<factory>/<platform>-installer/<id>:<version>` only publishes.",
+        ours=True,
+    )
+    prebuildSchematics: list[str] = opt(
+        [],
+        "Schematic IDs whose installers for `prebuildInstallers` are queued whenever a worker starts.",
+        ours=True,
+    )
     scratchDir: str = opt(
         "",
         "Directory for the per-build working folders (removed after each build, and swept of abandoned "

@@ -16,9 +16,11 @@ import base64
 import hashlib
 import json
 import logging
+import os
 import re
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +38,13 @@ from common.cosign.registry import (
 )
 from common.cosign.types import SIGNATURE_ANNOTATION, SIMPLE_SIGNING_MEDIA_TYPE
 from common.delivery.service import Delivery, Located, Pending
-from common.errors import InvalidInputError, NotFoundError, RegistryAPIError, UnavailableError
+from common.errors import (
+    FactoryError,
+    InvalidInputError,
+    NotFoundError,
+    RegistryAPIError,
+    UnavailableError,
+)
 from common.gojson import marshal
 from common.registry.client import DOCKER_CONFIG, DOCKER_MANIFEST, OCI_INDEX, RegistryClient
 from common.registry.docker_archive import ArchiveError, open_archive
@@ -49,6 +57,14 @@ DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 COSIGN_SIGNATURE_ARTIFACT = "application/vnd.dev.cosign.artifact.sig.v1+json"
 VERIFIED_TTL = 30.0  # seconds a verified tag → digest is reused without asking the registry again
 _PLATFORM = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
+
+
+class StillBuildingError(UnavailableError):
+    """503 with a ``Retry-After`` from the build's ETA: pullers retry and join the same builds."""
+
+    def __init__(self, message: str, eta: float | None) -> None:
+        super().__init__(message)
+        self.retry_after = int(min(30, max(5, (eta or 20) / 2)))
 
 
 @dataclass(frozen=True)
@@ -98,6 +114,8 @@ class InstallerImages:
         self._guard = threading.Lock()
         self._clients: TTLCache[str, RegistryClient] = TTLCache(4096, 3600)
         self._verified: TTLCache[tuple[str, str], str] = TTLCache(10_000, VERIFIED_TTL)
+        self._background: ThreadPoolExecutor | None = None
+        self._background_pid = 0
 
     # --- names ----------------------------------------------------------------------------------
 
@@ -149,6 +167,46 @@ class InstallerImages:
                 404, "MANIFEST_UNKNOWN", f"manifest unknown: {ref!r} is neither a Talos version nor a digest"
             ) from None
 
+    # --- ahead of the first pull ----------------------------------------------------------------
+
+    def prebuild(self, schematic_id: str) -> int:
+        """Queues (without waiting) the installer builds ``build.prebuildInstallers`` asks for, every
+        architecture, for one schematic; returns how many builds were queued or already cached.
+
+        Only the per-architecture builds are made ahead: they are shared by every image name of
+        the same platform (``installer`` and ``metal-installer``), and publishing their index on
+        the first pull takes seconds. A version that is not available is logged, not raised.
+        """
+        count = 0
+        for version in self.services.config.build.prebuildInstallers:
+            try:
+                tag = self.tag_for(version)
+                targets = self._locate(schematic_id, tag, InstallerName("installer", "", False))
+                self.delivery.obtain_all(targets, wait=False)
+                count += len(targets)
+            except FactoryError as exc:
+                log.warning(
+                    "cannot build installers ahead",
+                    extra={"schematic": schematic_id, "version": version, "error": exc.message},
+                )
+        return count
+
+    def prebuild_later(self, schematic_id: str) -> None:
+        """:meth:`prebuild` on a background thread of this process, so creating a schematic stays fast."""
+        if not self.services.config.build.prebuildInstallers:
+            return
+        with self._guard:
+            if self._background is None or self._background_pid != os.getpid():
+                self._background = ThreadPoolExecutor(2, thread_name_prefix="prebuild")
+                self._background_pid = os.getpid()
+            self._background.submit(self._prebuild_quietly, schematic_id)
+
+    def _prebuild_quietly(self, schematic_id: str) -> None:
+        try:
+            self.prebuild(schematic_id)
+        except Exception:
+            log.exception("building installers ahead failed", extra={"schematic": schematic_id})
+
     # --- manifests ------------------------------------------------------------------------------
 
     def manifest(self, schematic_id: str, image: str, ref: str) -> str:
@@ -163,9 +221,13 @@ class InstallerImages:
         if found:
             return found
         targets = self._locate(schematic_id, tag, name)
-        waited = self.delivery.obtain_all(targets)
+        budget = self.services.config.build.registryWaitTimeout.total_seconds()
+        waited = self.delivery.obtain_all(targets, timeout=budget)
         if isinstance(waited, Pending):
-            raise UnavailableError(f"the {image} installer for {tag} is still being built; retry")
+            raise StillBuildingError(
+                f"the {image} installer for {tag} is still being built; retry",
+                self.delivery.eta(waited.record),
+            )
         return self._publish_once(client, tag, list(zip(targets, waited, strict=True)))
 
     def _verified_tag(self, client: RegistryClient, tag: str) -> str | None:

@@ -99,12 +99,14 @@ class Delivery:
         found = self.obtain_all([target], wait=wait)
         return found if isinstance(found, Pending) else found[0]
 
-    def obtain_all(self, targets: Sequence[Located], *, wait: bool = True) -> list[CachedAsset] | Pending:
+    def obtain_all(
+        self, targets: Sequence[Located], *, wait: bool = True, timeout: float | None = None
+    ) -> list[CachedAsset] | Pending:
         """Several assets that only make sense together (an installer index: one per architecture).
 
         Every missing one is queued at once (so they build in parallel), then all are waited for
-        by one waiter. Raises the first remembered failure, 503 when the queue is full or this
-        process has no waiting place left.
+        by one waiter, for ``timeout`` seconds (default ``build.waitTimeout``). Raises the first
+        remembered failure, 503 when the queue is full or this process has no waiting place left.
         """
         assets: dict[str, CachedAsset] = {}
         missing: list[str] = []
@@ -118,7 +120,7 @@ class Delivery:
         if missing:
             if not wait:
                 return Pending(missing[0], self.services.builds.get(missing[0]))
-            waited = self._wait(missing)
+            waited = self._wait(missing, timeout)
             if isinstance(waited, Pending):
                 return waited
             assets.update(waited)
@@ -199,12 +201,13 @@ class Delivery:
             log.warning("build lost its worker; queued again", extra={"key": record.key})
             self.services.publisher.publish(record.key, BuildRequest.from_json(record.request))
 
-    def _wait(self, keys: Sequence[str]) -> dict[str, CachedAsset] | Pending:
+    def _wait(self, keys: Sequence[str], timeout: float | None = None) -> dict[str, CachedAsset] | Pending:
         """Blocks until the builds finish or ``build.waitTimeout`` passes."""
         if not self.waiter.try_reserve():
             raise UnavailableError("too many requests are waiting for builds on this server; retry later")
         try:
-            timeout = self.services.config.build.waitTimeout.total_seconds()
+            if timeout is None:
+                timeout = self.services.config.build.waitTimeout.total_seconds()
             records = self.waiter.wait_all(keys, timeout, self._requeue_stale)
         finally:
             self.waiter.release()
