@@ -16,13 +16,14 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
 from common.builds.plan import BuildRequest, content_type, plan_request
 from common.builds.state import HEARTBEAT_EVERY, LOCK_TTL, BuildState
-from common.cache.base import AssetInfo
+from common.cache.base import AssetCache, AssetInfo
 from common.errors import FactoryError, UnavailableError
 from common.services import Services, scratch_dir
 from worker.imager.build import build
@@ -31,6 +32,35 @@ from worker.imager.scratch import scratch
 log = logging.getLogger(__name__)
 
 SLOT_POLL = 0.5
+
+
+class CachedPieces:
+    """Build pieces (:mod:`worker.imager.pieces`) kept in the asset cache: signed and published
+    like assets, so a piece is never read half-written or unsigned. A cache that fails is only a
+    lost reuse, never a failed build."""
+
+    def __init__(self, cache: AssetCache) -> None:
+        self.cache = cache
+
+    def fetch(self, key: str, dest: Path) -> bool:
+        try:
+            found = self.cache.get(key)
+            if found is None:
+                return False
+            with open(dest, "wb") as out:
+                for chunk in found.read():
+                    out.write(chunk)
+            return True
+        except Exception as exc:
+            log.warning("cannot reuse a build piece; building it", extra={"piece": key, "error": str(exc)})
+            dest.unlink(missing_ok=True)
+            return False
+
+    def store(self, key: str, path: Path, name: str) -> None:
+        try:
+            self.cache.put(key, path, AssetInfo(name, content_type(name)))
+        except Exception as exc:
+            log.warning("cannot keep a build piece", extra={"piece": key, "error": str(exc)})
 
 
 class Retry(Exception):
@@ -139,6 +169,7 @@ def run_build(
                     external_url=config.http.externalURL,
                     dest=out,
                     scratch_root=root,
+                    pieces=CachedPieces(services.cache),
                 )
                 stage("signing and uploading")
                 services.cache.put(key, result.path, AssetInfo(request.path, content_type(request.path)))

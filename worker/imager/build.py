@@ -45,6 +45,7 @@ from worker.imager.formats import convert
 from worker.imager.initramfs import build_initramfs
 from worker.imager.installer import build_installer_image
 from worker.imager.iso import IsoGenerator, IsoInputs, build_iso, select_generator
+from worker.imager.pieces import NO_PIECES, Pieces, initramfs_key
 from worker.imager.scratch import disk_usage, scratch
 from worker.imager.signing import NO_SIGNERS, Signers
 from worker.imager.uki import UKIProfile, build_uki
@@ -125,10 +126,17 @@ def kernel_cmdline(plan: BuildPlan) -> str:
 
 class _Build:
     def __init__(
-        self, plan: BuildPlan, sources: Sources, external_url: str, work: Path, signers: Signers = NO_SIGNERS
+        self,
+        plan: BuildPlan,
+        sources: Sources,
+        external_url: str,
+        work: Path,
+        signers: Signers = NO_SIGNERS,
+        pieces: Pieces = NO_PIECES,
     ) -> None:
         self.plan = plan
         self.signers = signers
+        self.pieces = pieces
         self.sources = sources
         self.external_url = external_url
         self.work = work
@@ -162,16 +170,40 @@ class _Build:
             out.append(ExtensionSource.from_tarball(tar, virtual / "embedded-config", "embedded-config"))
         return out
 
-    def run(self, payload: Path, grub: Path, epoch: int, out: Path, stack: ExitStack) -> None:
+    def run(
+        self, payload: Path, grub: Path, epoch: int, out: Path, stack: ExitStack, imager_digest: str = ""
+    ) -> None:
         builder = OUTPUT_BUILDERS.get(self.profile.output.kind)
         if builder is None:
             raise NotImplementedYetError(
                 f"{self.profile.output.kind} outputs are not built by this factory yet"
             )
-        builder(self, _Stage(payload, grub, epoch, out, stack))
+        builder(self, _Stage(payload, grub, epoch, out, stack, imager_digest))
 
     def initramfs(self, s: _Stage, out: Path) -> None:
-        """The initramfs with every extension (the step all boot assets start from)."""
+        """The initramfs with every extension (the step all boot assets start from), reused from
+        :attr:`pieces` when an earlier build of the same schematic made it."""
+        key = self.initramfs_key(s)
+        if self.pieces.fetch(key, out):
+            log.info("initramfs reused", extra={"piece": key, "key": self.plan.key})
+            return
+        self._make_initramfs(s, out)
+        self.pieces.store(key, out, f"initramfs-{self.profile.arch}.xz")
+
+    def initramfs_key(self, s: _Stage) -> str:
+        canonical = self.plan.schematic_yaml if self.quirks.supports_overlay() else None
+        return initramfs_key(
+            imager_digest=s.imager_digest,
+            arch=self.profile.arch,
+            version=self.profile.version,
+            extension_digests=[src.digest for src in self.plan.extensions],
+            schematic_id=self.plan.schematic_id,
+            schematic_yaml=canonical,
+            external_url=self.external_url,
+            embedded_config=self.plan.embedded_config or "",
+        )
+
+    def _make_initramfs(self, s: _Stage, out: Path) -> None:
         p = self.profile
         scratch_dir = self.work / "initramfs"
         scratch_dir.mkdir()
@@ -359,6 +391,7 @@ class _Stage:
     epoch: int
     out: Path
     stack: ExitStack
+    imager_digest: str = ""  # the imager image the payload came from (part of the pieces' keys)
 
 
 def _kernel(b: _Build, s: _Stage) -> None:
@@ -434,15 +467,17 @@ def build(
     dest: Path,
     scratch_root: Path,
     signers: Signers = NO_SIGNERS,
+    pieces: Pieces = NO_PIECES,
 ) -> BuildResult:
     """Builds ``plan`` into ``dest/<output name>``; raises (leaving nothing) on any failure.
 
-    ``signers`` are the signing services a Secure Boot build would use (handed to the UKI stage).
+    ``signers`` are the signing services a Secure Boot build would use (handed to the UKI stage);
+    ``pieces`` keeps and hands out intermediate results shared between builds (the initramfs).
     """
     started = time.monotonic()
     _reset_peak_rss()
     with tools.recording() as record, scratch(scratch_root) as work, ExitStack() as stack:
-        b = _Build(plan, sources, external_url, work, signers)
+        b = _Build(plan, sources, external_url, work, signers, pieces)
         p = b.profile
         name = output_name(p)
         imager = stack.enter_context(sources.imager(parse_tolerant(p.version)))
@@ -451,7 +486,7 @@ def build(
         epoch = release_epoch(imager.config)
         built = work / "out"
         built.mkdir()
-        b.run(payload, grub, epoch, built / name, stack)
+        b.run(payload, grub, epoch, built / name, stack, imager.digest)
         b.checkpoint()
         if p.output.out_format not in (OutFormat.RAW, OutFormat.UNKNOWN):
             name = compress(built / name, p.output.out_format, epoch=epoch).name
