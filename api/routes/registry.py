@@ -57,10 +57,15 @@ def dispatch(path: str) -> Response:
     segments = path.split("/")
     if segments[0] == "siderolabs":
         return sources.handle(request, services().config, segments)
-    if len(segments) != 4 or segments[2] not in _KINDS or not all(segments):
+    if len(segments) != 4 or not all(segments):
         raise RegistryAPIError(404, "NAME_UNKNOWN", "404 page not found")
     image, schematic_id, kind, ref = segments
     svc = installers()
+    if (kind, ref) == ("tags", "list"):  # what a plain `skopeo inspect` lists: the published tags
+        svc.check(schematic_id, image)
+        return _forward(image, schematic_id, "tags/list")
+    if kind not in _KINDS:
+        raise RegistryAPIError(404, "NAME_UNKNOWN", "404 page not found")
     if kind == "manifests":
         ref = svc.manifest(schematic_id, image, ref)
     else:
@@ -69,11 +74,17 @@ def dispatch(path: str) -> Response:
             raise RegistryAPIError(400, "DIGEST_INVALID", f"invalid digest {ref!r}")
         if kind == "referrers":
             return _referrers(image, schematic_id, ref)
+    return _forward(image, schematic_id, f"{kind}/{ref}")
+
+
+def _forward(image: str, schematic_id: str, rest: str) -> Response:
+    """``307`` to ``artifacts.installer.external`` when set, else a streamed proxy of the internal one."""
+    svc = installers()
     if svc.redirects:
         repo = svc.repository(image, schematic_id, external=True)
         base = proxy.registry_base_url(repo.registry, repo.insecure)
-        return proxy.redirect(f"{base}/v2/{repo.path}/{kind}/{ref}")
-    return proxy.forward(request, f"{svc.client(svc.repository(image, schematic_id)).base}/{kind}/{ref}")
+        return proxy.redirect(f"{base}/v2/{repo.path}/{rest}")
+    return proxy.forward(request, f"{svc.client(svc.repository(image, schematic_id)).base}/{rest}")
 
 
 def _referrers(image: str, schematic_id: str, digest: str) -> Response:

@@ -57,6 +57,7 @@ DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 COSIGN_SIGNATURE_ARTIFACT = "application/vnd.dev.cosign.artifact.sig.v1+json"
 VERIFIED_TTL = 30.0  # seconds a verified tag → digest is reused without asking the registry again
 _PLATFORM = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # distribution-spec <reference> as a tag
 
 
 class StillBuildingError(UnavailableError):
@@ -95,6 +96,19 @@ def parse_image_name(image: str) -> InstallerName:
     if name.endswith("-installer") and _PLATFORM.match(platform):
         return InstallerName(image, platform, secureboot)
     raise InvalidInputError(f"invalid image: {image}")
+
+
+def is_plain_tag(ref: str) -> bool:
+    """A tag that names no Talos version, such as cosign's ``sha256-<hex>.sig`` (what ``cosign verify
+    <factory>/<image>/<schematic>:<version>`` reads next) or the referrers tag ``sha256-<hex>``: forwarded
+    to the published repository as is, as upstream forwards every tag not starting with ``v``."""
+    if ref == "latest" or not _TAG.match(ref):
+        return False
+    try:
+        v.version_from_path(ref)
+    except InvalidInputError:
+        return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -213,7 +227,7 @@ class InstallerImages:
         """The reference to forward to: ``ref`` itself for digests, else the signed index's digest
         (built and published first when missing or not validly signed)."""
         name = self.check(schematic_id, image)
-        if ref.startswith("sha256:"):
+        if ref.startswith("sha256:") or is_plain_tag(ref):
             return ref
         tag = self.tag_for(ref)
         client = self.client(self.repository(image, schematic_id))
