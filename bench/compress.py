@@ -3,7 +3,8 @@
 Builds a sparse disk-like image (default 8 GiB: GPT at the start, a 100 MiB partition with a 4 KiB
 block of random data every 64 KiB, 64 KiB of metadata every GiB, backup GPT at the end; about 8 MiB
 of data in all), then for each outFormat compresses a sparse copy with :func:`compress` and with
-upstream's command (talos-imager.md §7.7), printing wall times, their ratio and the output sizes.
+upstream's command (``siderolabs/talos@v1.14.0-rc.1:pkg/imager/post.go``), printing wall times, their
+ratio and the output sizes.
 "cold" is the first compression in the process (it also makes the zero-chunk streams), "warm" the
 median of the others (a worker process compresses many images).
 

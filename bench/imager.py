@@ -47,7 +47,8 @@ ASSET_SETS = {
     "boot": ("initramfs-amd64.xz", "metal-amd64-uki.efi", "metal-amd64.iso"),
     "disk": ("metal-amd64.raw.xz", "aws-amd64.raw.xz", "vmware-amd64.ova"),
 }
-#: upstream's compression commands (talos-imager.md §7.7), run on the uncompressed disk
+#: upstream's compression commands (siderolabs/talos@v1.14.0-rc.1:pkg/imager/post.go),
+#: run on the uncompressed disk
 UPSTREAM_COMPRESS = {
     ".xz": ["xz", "-0", "-T", "0", "-c"],
     ".zst": ["zstd", "-T0", "-18", "-c"],

@@ -10,6 +10,8 @@ This prints, for fresh schematics (each a cold pull), measured in the same run o
   parallel on two workers, then publication from the cache);
 * ``prebuilt``: the same request when ``build.prebuildInstallers`` queued the builds when the
   schematic was created (a second stack), measured once they finished: publication only;
+* ``after ISO``: the same request after the schematic's ISOs were downloaded (a user boots the ISO,
+  then installs): the installer builds reuse the ISOs' initramfs (``worker/imager/pieces.py``);
 * ``warm``: a second pull of the same tag.
 
 Clients' limits, read in their sources: Talos HEAD aborts a pull connection that reads no byte for
@@ -65,8 +67,10 @@ def manifest(stack: Stack, sid: str, version: str) -> Callable[[], requests.Resp
     return lambda: requests.get(url, headers={"Accept": ACCEPT}, timeout=TIMEOUT)
 
 
-def image(stack: Stack, sid: str, version: str, arch: str) -> Callable[[], requests.Response]:
-    url = f"{stack.api.url}/image/{sid}/{version}/installer-{arch}.tar"
+def image(
+    stack: Stack, sid: str, version: str, arch: str, path: str = "installer-{arch}.tar"
+) -> Callable[[], requests.Response]:
+    url = f"{stack.api.url}/image/{sid}/{version}/{path.format(arch=arch)}"
     return lambda: requests.get(url, timeout=TIMEOUT)
 
 
@@ -110,6 +114,7 @@ def main() -> None:
         sequential: list[float] = []
         cold: list[float] = []
         warm: list[float] = []
+        after_iso: list[float] = []
         prebuilt: list[float] = []
         with factory_stack(root / "plain", redis_server, registry, release, apis=1, workers=2) as stack:
             timed(image(stack, fresh_schematic(stack, "warmup"), version, "amd64"))  # sources pulled once
@@ -121,6 +126,10 @@ def main() -> None:
                 sid = fresh_schematic(stack, f"cold{run}")
                 cold.append(timed(manifest(stack, sid, version)))
                 warm.append(timed(manifest(stack, sid, version)))
+                sid = fresh_schematic(stack, f"iso{run}")
+                for arch in ("amd64", "arm64"):
+                    timed(image(stack, sid, version, arch, "metal-{arch}.iso"))
+                after_iso.append(timed(manifest(stack, sid, version)))
         overrides = {"build.prebuildInstallers": [version]}
         with factory_stack(
             root / "prebuild", redis_server, registry, release, apis=1, workers=2, **overrides
@@ -138,6 +147,7 @@ def main() -> None:
             f"sequential  median {base:7.2f} s  (baseline: amd64 then arm64, the builds upstream waits for)"
         )
         print(summary("cold", cold, base))
+        print(summary("after ISO", after_iso, base))
         print(summary("prebuilt", prebuilt, base))
         print(summary("warm", warm, base))
 

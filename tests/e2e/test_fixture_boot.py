@@ -1,7 +1,9 @@
 """The release fixture's boot payload really boots (QEMU, TCG) and reports what Talos would see.
 
-The extension/firmware/microcode/META inputs are made by hand here, following talos-imager.md 4.2-4.5
-and 8.2, so the fixture's consumer side is proven before the factory's imager exists.
+The extension/firmware/microcode/META inputs are made by hand here, following upstream's
+``siderolabs/talos@v1.14.0-rc.1:internal/pkg/extensions`` and ``pkg/imager/extensions`` and the Talos ADV
+of ``siderolabs/go-adv:adv/talos/talos.go``, so the fixture's consumer side is proven before the
+factory's imager exists.
 """
 
 from __future__ import annotations
@@ -147,7 +149,10 @@ def _tree(root: Path, files: dict[str, bytes]) -> Path:
 
 
 def _modules_dep_layer(vanilla: Path, extension_roots: list[Path], kver: str, work: Path) -> Path:
-    """talos-imager.md 4.3: depmod over the base modules plus every extension's, keep modules.*."""
+    """depmod over the base modules plus every extension's, keep modules.*.
+
+    As ``siderolabs/talos@v1.14.0-rc.1:internal/pkg/extensions/kernel_modules.go``.
+    """
     entries, _ = read_newc(decompress(vanilla.read_bytes()))
     (work / "rootfs.sqsh").write_bytes(next(e.data for e in entries if e.name == "rootfs.sqsh"))
     base = work / "base"

@@ -63,7 +63,9 @@ def read_talos_adv(block: bytes) -> dict[int, bytes]:
     return {tag: value.encode("utf-8", "surrogateescape") for tag, value in parse_adv(block).items()}
 
 
-# talos-imager.md §7.2/§7.3: type GUIDs and GUIDFromLabel(<label>) values, as literals
+# type GUIDs (siderolabs/talos@v1.14.0-rc.1:internal/pkg/partition/constants.go) and GUIDFromLabel(<label>)
+# values (pkg/makefs/makefs.go, tested in makefs_test.go; disk label in cmd/installer/pkg/install/install.go),
+# as literals
 EFI_TYPE = uuid.UUID("c12a7328-f81f-11d2-ba4b-00a0c93ec93b")
 BIOS_TYPE = uuid.UUID("21686148-6449-6e6f-744e-656564454649")
 LINUX_TYPE = uuid.UUID("0fc63daf-8483-4772-8e79-3d69d8477de4")
@@ -223,7 +225,11 @@ def read_gpt(path: Path, sector: int, disk_size: int | None = None) -> Gpt:
 
 
 def expected_layout(bootloader: str, version: str) -> list[tuple[str, int]]:
-    """(label, MiB) per talos-imager.md §7.3; 0 = the rest of the disk."""
+    """(label, MiB); 0 = the rest of the disk.
+
+    Sizes as ``siderolabs/talos@v1.14.0-rc.1:pkg/machinery/imager/quirks/partitions.go``, order as the
+    bootloaders' ``PrepareBootPartitions`` (``internal/app/machined/pkg/runtime/v1alpha1/bootloader``).
+    """
     boot = 2000 if since(version, "v1.11.0") else 1000
     uki_efi = 100 + 1 + boot
     layout = {
@@ -669,7 +675,9 @@ class Platform:
 
 
 PLATFORMS = [
-    # talos-imager.md §2.3's UI suffixes; sizes are §2.2's bases grown per §2.4 (amd64 dual-boot ≥1.11)
+    # suffixes: siderolabs/talos@v1.14.0-rc.1:pkg/machinery/platforms/platforms.go (DiskImageSuffix); sizes:
+    # pkg/imager/profile/default.go's bases grown by output.go's FillDefaults (amd64 dual-boot, ≥1.11;
+    # golden files pkg/imager/profile/testdata/*-amd64-1.1x.0.yaml)
     Platform("metal-amd64.raw.zst", 4247),
     Platform("aws-amd64.raw.xz", 11193),
     Platform("gcp-amd64.raw.tar.gz", 11193),

@@ -1,4 +1,8 @@
-"""Taking a built initramfs apart (talos-imager.md §4.5), as upstream's initramfs_test does."""
+"""Taking a built initramfs apart, as upstream's initramfs_test does.
+
+Layout from ``siderolabs/talos@v1.14.0-rc.1:pkg/imager/extensions/rebuild.go``; the test is
+``siderolabs/image-factory:internal/integration/initramfs_test.go``.
+"""
 
 from __future__ import annotations
 

@@ -270,7 +270,10 @@ ADV_LENGTH = 256 * 1024
 
 
 def talos_adv(values: Mapping[int, bytes | str]) -> bytes:
-    """One copy of Talos' META block (talos-imager.md 8.2): magic, big-endian records, sha256, magic."""
+    """One copy of Talos' META block: magic, big-endian records, sha256, magic.
+
+    As ``siderolabs/go-adv:adv/talos/talos.go`` (``internal/pkg/meta/internal/adv/talos`` before 1.14).
+    """
     buf = bytearray(ADV_LENGTH)
     struct.pack_into(">I", buf, 0, 0x5A4B3C2D)
     struct.pack_into(">I", buf, ADV_LENGTH - 4, 0xA5B4C3D2)

@@ -1,6 +1,6 @@
 """Unified Kernel Images (``vmlinuz.efi``): the systemd stub plus kernel, initrd and metadata sections.
 
-A port of ``siderolabs/talos@v1.14.0-rc.1:internal/pkg/secureboot/uki``. The work is split so Secure Boot can
+A port of ``siderolabs/talos@v1.14.0-rc.1:internal/pkg/uki``. The work is split so Secure Boot can
 plug in later: :func:`uki_sections` gives the ordered :class:`Section` list (what goes where, what is
 measured into PCR 11), :func:`measurement_sets` says which sections each ``.pcrsig`` covers and where
 it goes, and :func:`assemble_pe` writes any such list into the stub natively (no objcopy). Section

@@ -11,7 +11,8 @@ from common.config.render import reference_markdown, to_env, to_yaml
 from tests.paths import REPO_ROOT
 from tests.support.fixtures import CONFIGURATION_REFERENCE as SEED
 
-# Keys upstream added after the published reference (behaviour brief §9, §13), and our own.
+# Keys upstream added after the published reference (siderolabs/image-factory:cmd/image-factory/cmd/options.go
+# and CHANGELOG.md, v1.1 and later; listed in docs/configuration.md), and our own (*ours* there).
 LATER_UPSTREAM = {
     "build.brokenTalosVersions",
     "artifacts.core.namespace",

@@ -1,4 +1,8 @@
-"""Imager defaults, validation and output names (talos-imager.md §2.4-§2.6; talos output.go/profile.go)."""
+"""Imager defaults, validation and output names.
+
+``siderolabs/talos@v1.14.0-rc.1:pkg/imager/profile/output.go`` (``FillDefaults``) and ``profile.go``
+(``Validate``, ``OutputPath``), as ported in ``common/profile/fill.py``.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Profile document shape (upstream-behaviour.md §3.5, talos-imager.md §2.1): field order and omitempty."""
+"""Profile document shape: field order and omitempty.
+
+``siderolabs/talos@v1.14.0-rc.1:pkg/imager/profile/*.go``, whose YAML is also the cache-key input
+(``siderolabs/image-factory:internal/profile/hash.go``); see ``common/profile/model.py``.
+"""
 
 from __future__ import annotations
 

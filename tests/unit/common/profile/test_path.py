@@ -1,4 +1,5 @@
-"""Asset path → profile (upstream-behaviour.md §3.1/§3.2; image-factory profile_test.go ported)."""
+"""Asset path → profile (``siderolabs/image-factory:internal/profile/profile.go`` ``ParseFromPath``,
+``InstallerProfile``; its ``profile_test.go`` ported)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""Version quirks (talos-imager.md §12, upstream-behaviour.md §3.3; talos quirks.go/quirks_test.go)."""
+"""Version quirks.
+
+``siderolabs/talos@v1.14.0-rc.1:pkg/machinery/imager/quirks`` (``quirks.go``, ``partitions.go``,
+``quirks_test.go``), plus the gates ``siderolabs/image-factory:internal/profile/profile.go``
+(``EnhanceFromSchematic``) applies.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""Kernel command line: go-procfs semantics and the imager's construction order (talos-imager.md §3)."""
+"""Kernel command line: go-procfs semantics and the imager's construction order.
+
+``siderolabs/go-procfs:procfs/cmdline.go`` (the data model) and
+``siderolabs/talos@v1.14.0-rc.1:pkg/imager/imager.go`` (``buildCmdline``), as ported in
+``worker/imager/cmdline.py``.
+"""
 
 from __future__ import annotations
 
@@ -229,7 +234,8 @@ def test_default_kernel_args(version: str, expected: str) -> None:
 _M = "talos.platform=metal console=tty0"
 
 CASES: list[tuple[str, dict[str, object], str]] = [
-    # talos-imager.md §3.4 worked examples
+    # worked examples of siderolabs/talos@v1.14.0-rc.1:pkg/imager/imager.go buildCmdline with
+    # pkg/machinery/kernel/kernel.go's defaults and pkg/machinery/imager/quirks/quirks.go
     (
         "metal-amd64-iso-1.9",
         {"version": "v1.9.0", "platform": "metal", "arch": "amd64", "kind": "iso"},
@@ -277,7 +283,8 @@ CASES: list[tuple[str, dict[str, object], str]] = [
         "slab_nomerge "
         "pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on module.sig_enforce=1",
     ),
-    # upstream-behaviour.md §12 "cmdline" test: cmdline-metal-amd64 per version
+    # siderolabs/image-factory:internal/integration/download_test.go "cmdline":
+    # cmdline-metal-amd64 per version
     (
         "cmdline-metal-amd64-1.5",
         {"version": "v1.5.1", "platform": "metal", "arch": "amd64", "kind": "cmdline"},
@@ -387,7 +394,7 @@ CASES: list[tuple[str, dict[str, object], str]] = [
         },
         f"{_M} {DEFAULTS_LT_1_10} selinux=1 nolapic nomodeset",
     ),
-    # PXE (upstream-behaviour.md §7): secureboot metal and equinixMetal
+    # PXE (siderolabs/image-factory:internal/integration/pxe_test.go): secureboot metal and equinixMetal
     (
         "pxe-metal-sb-1.11",
         {"version": "v1.11.0", "platform": "metal", "arch": "amd64", "kind": "cmdline", "secureboot": True},

@@ -1,5 +1,8 @@
-"""Disk format conversion (talos-imager.md §7.6) with the real qemu-img: qcow2, fixed VHD and OVA
-read back with ``qemu-img info``/``compare``, byte-identical repeats, sparse 8 GiB disks stay cheap."""
+"""Disk format conversion with the real qemu-img: qcow2, fixed VHD and OVA read back with
+``qemu-img info``/``compare``, byte-identical repeats, sparse 8 GiB disks stay cheap.
+
+Upstream: ``siderolabs/talos@v1.14.0-rc.1:pkg/imager/out.go`` and ``pkg/imager/ova/ova.go``.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""GPT planning (go-blockdevice v2 allocation, talos-imager.md 7.2/7.3) and writing, checked by real tools."""
+"""GPT planning and writing, checked by real tools.
+
+Allocation as ``siderolabs/go-blockdevice:partitioning/gpt`` (v2); partitions and label GUIDs as
+``siderolabs/talos@v1.14.0-rc.1:cmd/installer/pkg/install`` in image mode (see ``worker/imager/gpt.py``).
+"""
 
 from __future__ import annotations
 

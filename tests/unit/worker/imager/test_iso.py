@@ -1,5 +1,8 @@
-"""ISO generation (talos-imager.md §6): generator choice, the text files, and real ISOs read back with
-xorriso and mtools (real payload from the release fixture, real GRUB, real systemd-boot)."""
+"""ISO generation: generator choice, the text files, and real ISOs read back with xorriso and
+mtools (real payload from the release fixture, real GRUB, real systemd-boot).
+
+Upstream: ``siderolabs/talos@v1.14.0-rc.1:pkg/imager/iso`` and ``pkg/imager/out.go`` (``outISO``).
+"""
 
 from __future__ import annotations
 

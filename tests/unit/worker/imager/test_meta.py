@@ -1,4 +1,8 @@
-"""META encodings: the cmdline environment value and the Talos ADV (talos-imager.md §8)."""
+"""META encodings: the cmdline environment value and the Talos ADV.
+
+``siderolabs/talos@v1.14.0-rc.1:pkg/machinery/meta/meta.go`` (``Values.Encode``) and
+``siderolabs/go-adv:adv/talos/talos.go``, as ported in ``worker/imager/meta.py``.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""UKI assembly (talos-imager.md §5): real systemd stubs and kernels, read back with pefile and binutils.
+"""UKI assembly: real systemd stubs and kernels, read back with pefile and binutils.
+
+Upstream: ``siderolabs/talos@v1.14.0-rc.1:internal/pkg/uki`` (ported in ``worker/imager/uki.py``).
 
 Two real stubs come from the release fixture: trixie's systemd 257 (v1.12.4 payload: SectionAlignment
 0x1000, a non-zero ImageBase, multi-profile aware) and bookworm's 252 (v1.7.6 payload: 0x200
