@@ -572,3 +572,45 @@ def test_plain_skopeo_inspect_lists_the_published_tags(stack: Stack) -> None:
     assert inspected["Architecture"] == "amd64" and inspected["Os"] == "linux"
     unknown = v2(stack, f"metal-installer/{'0' * 64}/tags/list")
     assert unknown.status_code == 404 and registry_error(unknown)["code"] == "NAME_UNKNOWN"
+
+
+def test_the_factory_proxies_source_images_with_their_signatures(
+    stack: Stack, fixture_release: Release, tmp_path: Path
+) -> None:
+    """The same dispatcher serves ``/v2/siderolabs/…`` from ``artifacts.core`` (here the fixture
+    release's namespace): the imager index byte for byte, an extension image and its cosign ``.sig``."""
+    backing = f"{fixture_release.registry}/{fixture_release.namespace}"
+    ours = skopeo(
+        "inspect", "--tls-verify=false", "--raw", f"docker://{host(stack)}/siderolabs/imager:{VERSION}"
+    )
+    theirs = skopeo(
+        "inspect", "--tls-verify=false", "--raw", f"docker://{backing}/siderolabs/imager:{VERSION}"
+    )
+    assert ours.returncode == 0 and theirs.returncode == 0, ours.stderr + theirs.stderr
+    assert ours.stdout == theirs.stdout and json.loads(ours.stdout)["manifests"]
+    ((tag, digest),) = [
+        (key.partition(":")[2], found)
+        for key, found in fixture_release.images.items()
+        if key.startswith("siderolabs/dummy-module:") and key.endswith(VERSION)
+    ]
+    copied = skopeo(
+        "copy", "--all", "--src-tls-verify=false",
+        f"docker://{host(stack)}/siderolabs/dummy-module:{tag}", f"oci:{tmp_path / 'ext'}:x",
+    )  # fmt: skip
+    assert copied.returncode == 0, copied.stderr
+    signature = skopeo(
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        f"docker://{host(stack)}/siderolabs/dummy-module:{signature_tag(digest)}",
+    )
+    assert signature.returncode == 0, signature.stderr
+    layers = json.loads(signature.stdout)["layers"]
+    assert layers and all("dev.cosignproject.cosign/signature" in layer["annotations"] for layer in layers)
+    payload = json.loads(
+        requests.get(
+            f"http://{backing.split('/')[0]}/v2/{fixture_release.namespace}/siderolabs/dummy-module/blobs/{layers[0]['digest']}",
+            timeout=30,
+        ).content
+    )
+    assert payload["critical"]["image"]["docker-manifest-digest"] == digest
