@@ -28,6 +28,7 @@ import redis
 from cachetools import TTLCache
 
 from common.cache.base import CachedAsset
+from common.cache.signing import CacheSigner
 from common.config.options import RepositoryOptions
 from common.cosign.registry import (
     SignatureLayer,
@@ -303,7 +304,7 @@ class InstallerImages:
 
 
 def publish_index(
-    client: RegistryClient, tag: str, built: Sequence[tuple[Located, CachedAsset]], signer: Any
+    client: RegistryClient, tag: str, built: Sequence[tuple[Located, CachedAsset]], signer: CacheSigner
 ) -> str:
     """Pushes each architecture's image and an OCI index over them, signs the index, then tags it."""
     entries = []
@@ -326,7 +327,7 @@ def publish_index(
     return digest
 
 
-def sign_index(client: RegistryClient, index: Published, signer: Any) -> None:
+def sign_index(client: RegistryClient, index: Published, signer: CacheSigner) -> None:
     """cosign's legacy ``.sig`` (what ``cosign verify --key`` reads), and the same signature as an
     OCI 1.1 referrer of the index, so it is discoverable through ``/referrers/<digest>``."""
     payload = simple_signing_payload(client.repo.reference, index.digest)
