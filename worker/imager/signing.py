@@ -40,8 +40,10 @@ class PCRSigner(Protocol):
         """The DER ``SubjectPublicKeyInfo`` of the key (the UKI's ``.pcrpkey`` section)."""
         ...
 
-    def sign_digest(self, digest: bytes) -> bytes:
-        """Signs a SHA-256 ``digest`` (PKCS #1 v1.5 for RSA keys) and returns the raw signature."""
+    def sign_digest(self, digest: bytes, hash_name: str = "sha256") -> bytes:
+        """Signs a ``digest`` made with ``hash_name`` (``sha256``, ``sha384`` or ``sha512``: Talos
+        signs each PCR bank's policy with that bank's hash; PKCS #1 v1.5 for RSA keys) and returns
+        the raw signature."""
         ...
 
 

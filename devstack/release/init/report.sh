@@ -282,6 +282,15 @@ read_meta() {
     done
 }
 
+# ---------------------------------------------------------------------------------------- Secure Boot
+
+# True if the efivarfs SecureBoot variable $1 is 1. An efivarfs file is 4 attribute bytes, then the
+# value; it cannot be seeked (lseek fails with ESPIPE), and `od -j 4` seeks on a regular file and then
+# prints nothing, so the whole file is read and its fifth byte taken.
+secure_boot_enabled() {
+    [ -f "$1" ] && [ "$(od -A n -t u1 -v "$1" | awk '{ for (i = 1; i <= NF; i++) if (++n == 5) print $i }')" = 1 ]
+}
+
 # ------------------------------------------------------------------------------------------------ main
 
 # Unit tests source this file with IMAGE_FACTORY_REPORT_LIB=1 to call the functions on the host.
@@ -310,7 +319,7 @@ if [ -d /sys/firmware/efi ]; then
     grep -q ' /sys/firmware/efi/efivars ' /proc/mounts ||
         mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>/dev/null || error "mount efivarfs failed"
     sb=/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c
-    if [ -f "$sb" ] && [ "$(od -A n -t u1 -j 4 -N 1 "$sb" | tr -d ' ')" = 1 ]; then secureboot=true; fi
+    if secure_boot_enabled "$sb"; then secureboot=true; fi
 fi
 
 firmware=$(for d in /usr/lib/firmware /lib/firmware; do
