@@ -7,7 +7,7 @@ from flask import Flask
 from api.cors import CORSMiddleware
 from api.errors import register_error_handlers
 from api.middleware import register_middleware
-from api.routes import builds, health, image, keys, meta, pxe, registry, schematics, talosctl
+from api.routes import builds, health, image, keys, meta, pxe, registry, schematics, secureboot, talosctl
 from common.builds.waiter import Waiter
 from common.config import Config
 from common.delivery.installers import InstallerImages
@@ -34,6 +34,7 @@ def create_app(config: Config, services: Services | None = None) -> Flask:
     app.register_blueprint(builds.bp)
     app.register_blueprint(pxe.bp)
     app.register_blueprint(keys.bp)
+    app.register_blueprint(secureboot.bp)
     app.register_blueprint(registry.bp)
     app.wsgi_app = CORSMiddleware(app.wsgi_app, config.http.allowedOrigins)  # type: ignore[method-assign]
     return app

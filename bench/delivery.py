@@ -63,6 +63,7 @@ from api.server import FactoryServer, brand_gunicorn
 from common.builds.plan import plan_request
 from common.builds.state import QUEUE, SLOTS
 from common.config import Config, load_config
+from common.profile.secureboot import secureboot_assets
 from common.services import Services
 from devstack.factory import write_config
 from devstack.release.release import build_release
@@ -388,16 +389,19 @@ def in_process(stack: Stack, sid: str, version: str, n: int = 200) -> None:
     svc: Services = app.extensions["factory"]
     client = app.test_client()
     path = f"/image/{sid}/{version}/{CACHED_ASSET}"
+    sb = secureboot_assets(svc.config.secureBoot)
     if (status := client.get(path).status_code) != 302:
         raise SystemExit(f"in-process GET {path}: {status}")
-    _, plan = plan_request(svc.schematics, svc.artifacts, sid, version, CACHED_ASSET)
+    _, plan = plan_request(svc.schematics, svc.artifacts, sid, version, CACHED_ASSET, secureboot=sb)
     asset = svc.cache.get(plan.key)
     if asset is None:
         raise SystemExit(f"in-process: {CACHED_ASSET} is not cached")
     parts = {
         "whole request": timed(lambda: client.get(path), n),
         "GET /healthz": timed(lambda: client.get("/healthz"), n),
-        "plan": timed(lambda: plan_request(svc.schematics, svc.artifacts, sid, version, CACHED_ASSET), n),
+        "plan": timed(
+            lambda: plan_request(svc.schematics, svc.artifacts, sid, version, CACHED_ASSET, secureboot=sb), n
+        ),
         "cache lookup": timed(lambda: svc.cache.get(plan.key), n),
         "presign": timed(lambda: asset.redirect_url(CACHED_ASSET), n),
     }

@@ -66,7 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run_api(config: Config, log_level: str) -> int:
     from api.server import serve
+    from common.errors import FactoryError
+    from common.profile.secureboot import signing_certificate_pem
 
+    if config.secureBoot.enabled:  # the API serves the certificate and plans with the key locations
+        try:
+            signing_certificate_pem(config.secureBoot)
+        except FactoryError as exc:
+            return _fail(f"secure boot: {exc.message}")
     serve(config, log_level)
     return 0
 
@@ -75,8 +82,14 @@ def _run_worker(config: Config, log_level: str, concurrency: int | None, queues:
     from common.builds.queue import BUILD_QUEUE
     from common.cache.signing import FileCacheSigner
     from worker.app import create_celery
+    from worker.secureboot.base import SignerError
+    from worker.secureboot.config import signers_from_config
 
     FileCacheSigner.from_path(config.cache.signingKeyPath)  # upstream refuses to start without it
+    try:  # opened once here to refuse bad keys now, not at the first Secure Boot build
+        signers_from_config(config.secureBoot)
+    except SignerError as exc:
+        return _fail(f"secure boot: {exc}")
     app = create_celery(config)
     argv = [
         "worker",

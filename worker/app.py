@@ -17,6 +17,9 @@ from common.delivery.service import Delivery
 from common.logging import request_id_var
 from common.services import Services, build_services, scratch_dir
 from worker.imager.scratch import sweep
+from worker.imager.signing import NO_SIGNERS, Signers
+from worker.secureboot.base import SignerError
+from worker.secureboot.config import signers_from_config
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,7 @@ class FactoryTask(Task):
     pool process, after the fork, so no connection is shared between processes)."""
 
     _services: Services | None = None
+    _signers: Signers | None = None
 
     @property
     def factory_config(self) -> Config:
@@ -59,6 +63,19 @@ class FactoryTask(Task):
         if FactoryTask._services is None:
             FactoryTask._services = build_services(self.factory_config)
         return FactoryTask._services
+
+    @property
+    def signers(self) -> Signers:
+        """The Secure Boot signers, opened once per process. ``image-factory worker`` already checked at
+        start-up that they open; if they stop opening (a key file removed since), the build gets no
+        signers and fails in its UKI stage with a recorded error, never an unsigned asset."""
+        if FactoryTask._signers is None:
+            try:
+                FactoryTask._signers = signers_from_config(self.factory_config.secureBoot)
+            except SignerError as exc:
+                log.error("cannot open the Secure Boot signers", extra={"error": str(exc)})
+                return NO_SIGNERS
+        return FactoryTask._signers
 
 
 @before_task_publish.connect

@@ -25,9 +25,11 @@ from common.builds.plan import BuildRequest, content_type, plan_request
 from common.builds.state import HEARTBEAT_EVERY, LOCK_TTL, BuildState
 from common.cache.base import AssetCache, AssetInfo
 from common.errors import FactoryError, UnavailableError
+from common.profile.secureboot import secureboot_assets
 from common.services import Services, scratch_dir
 from worker.imager.build import build
 from worker.imager.scratch import scratch
+from worker.imager.signing import NO_SIGNERS, Signers
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +124,12 @@ def run_build(
     request: BuildRequest,
     *,
     retries: int,
+    signers: Signers = NO_SIGNERS,
 ) -> Outcome:
-    """Runs the build for ``key``; raises :class:`Retry` for transient failures within ``retries``."""
+    """Runs the build for ``key``; raises :class:`Retry` for transient failures within ``retries``.
+
+    ``signers`` are the worker process's Secure Boot signing services (``NO_SIGNERS`` when disabled).
+    """
     config = services.config
     state = services.builds
     lock = state.lock(key)
@@ -149,7 +155,12 @@ def run_build(
                 return Outcome("cached")
             stage("resolving")
             _, plan = plan_request(
-                services.schematics, services.artifacts, request.schematic_id, request.version, request.path
+                services.schematics,
+                services.artifacts,
+                request.schematic_id,
+                request.version,
+                request.path,
+                secureboot=secureboot_assets(config.secureBoot),
             )
             if plan.key != key:
                 raise FactoryError(f"profile hash mismatch: asked for {key}, resolved {plan.key}")
@@ -169,6 +180,7 @@ def run_build(
                     external_url=config.http.externalURL,
                     dest=out,
                     scratch_root=root,
+                    signers=signers,
                     pieces=CachedPieces(services.cache),
                 )
                 stage("signing and uploading")

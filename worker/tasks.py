@@ -36,7 +36,11 @@ def build_asset(self: FactoryTask, request: dict[str, Any]) -> dict[str, str]:
     key = str(self.request.id)
     try:
         outcome = run_build(
-            self.services, key, BuildRequest.from_json(request), retries=self.factory_config.build.retries
+            self.services,
+            key,
+            BuildRequest.from_json(request),
+            retries=self.factory_config.build.retries,
+            signers=self.signers,
         )
     except Retry as retry:
         raise self.retry(countdown=retry.countdown, exc=retry.cause) from retry.cause

@@ -22,6 +22,7 @@ from common.cache.base import CachedAsset
 from common.delivery.progress import Progress, eta, progress_of
 from common.errors import FactoryError, NotFoundError, UnavailableError
 from common.profile.enhance import BuildPlan
+from common.profile.secureboot import secureboot_assets
 from common.services import Services
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,8 @@ class Delivery:
     def __init__(self, services: Services, waiter: Waiter) -> None:
         self.services = services
         self.waiter = waiter
+        # fixed for the process; raises on an unusable secureBoot section (the API then refuses to start)
+        self._secureboot = secureboot_assets(services.config.secureBoot)
         presign = services.config.cache.s3.presignedURLTTL.total_seconds()
         self._lock = threading.Lock()
         self._assets: TTLCache[str, CachedAsset] = TTLCache(MEMO_SIZE, ENTRY_TTL)
@@ -88,7 +91,9 @@ class Delivery:
         if found is not None:
             return found
         svc = self.services
-        request, plan = plan_request(svc.schematics, svc.artifacts, schematic_id, version, path)
+        request, plan = plan_request(
+            svc.schematics, svc.artifacts, schematic_id, version, path, secureboot=self._secureboot
+        )
         located = Located(request, plan, plan.key)  # the hash is the costly part: once
         with self._lock:
             self._located[memo] = located

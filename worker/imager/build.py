@@ -3,7 +3,9 @@ steps, ``siderolabs/talos@v1.14.0-rc.1:pkg/imager/imager.go`` and ``pkg/imager/o
 
 Each output kind is one entry of :data:`OUTPUT_BUILDERS`. Signing services (Secure Boot) are
 passed in as :class:`~worker.imager.signing.Signers` and reach the UKI stage, the one place that
-would sign; today Secure Boot builds are refused there whatever signers are given.
+signs (:func:`worker.imager.uki.build_signed_uki`). Of the Secure Boot outputs only the UKI (and its
+cmdline) are built; ISOs, disk images and installers are refused (501) until signed systemd-boot
+and key enrolment arrive.
 
 Everything happens in a private scratch folder that is removed whatever happens; the asset is moved
 into ``dest`` only once complete, so a failed or interrupted build leaves nothing a cache could
@@ -28,7 +30,8 @@ from typing import Any, Protocol
 
 from common.artifacts.catalog import ImageDependency
 from common.artifacts.manager import ImageLayers, UnpackedImage
-from common.errors import NotImplementedYetError
+from common.builds.plan import SECUREBOOT_BUILT
+from common.errors import FactoryError, NotImplementedYetError
 from common.profile.enhance import BuildPlan
 from common.profile.fill import fill_defaults, output_name, validate
 from common.profile.model import Bootloader, OutFormat, OutputKind, Profile, SDBootEnrollKeys
@@ -48,13 +51,19 @@ from worker.imager.iso import IsoGenerator, IsoInputs, build_iso, select_generat
 from worker.imager.pieces import NO_PIECES, Pieces, initramfs_key
 from worker.imager.scratch import disk_usage, scratch
 from worker.imager.signing import NO_SIGNERS, Signers
-from worker.imager.uki import UKIProfile, build_uki
+from worker.imager.uki import UKIProfile, build_signed_uki, build_uki
 
 log = logging.getLogger(__name__)
 
 __all__ = ["OUTPUT_BUILDERS", "BuildResult", "Sources", "build", "kernel_cmdline", "release_epoch"]
 
 GRUB_PLATFORMS = ("i386-pc", "x86_64-efi", "arm64-efi")
+
+
+class SecureBootSigningError(FactoryError):
+    """A Secure Boot build without the signers it needs: a server-side configuration problem (500)."""
+
+    status = 500
 
 
 class Sources(Protocol):
@@ -173,10 +182,15 @@ class _Build:
     def run(
         self, payload: Path, grub: Path, epoch: int, out: Path, stack: ExitStack, imager_digest: str = ""
     ) -> None:
-        builder = OUTPUT_BUILDERS.get(self.profile.output.kind)
+        kind = self.profile.output.kind
+        builder = OUTPUT_BUILDERS.get(kind)
         if builder is None:
+            raise NotImplementedYetError(f"{kind} outputs are not built by this factory yet")
+        if self.profile.secureboot_enabled and kind not in SECUREBOOT_BUILT:
+            # the API refuses these before queueing (plan_request); kept for plans made elsewhere
             raise NotImplementedYetError(
-                f"{self.profile.output.kind} outputs are not built by this factory yet"
+                f"Secure Boot {kind} outputs are not built by this factory yet "
+                "(only the Secure Boot UKI and its cmdline are)"
             )
         builder(self, _Stage(payload, grub, epoch, out, stack, imager_digest))
 
@@ -361,9 +375,26 @@ class _Build:
         out: Path,
     ) -> None:
         if self.profile.secureboot_enabled:
-            # Where Secure Boot plugs in: ``self.signers.pe`` would sign the kernel and the UKI,
-            # ``self.signers.pcr`` the ``.pcrsig`` policy. Not implemented: refused with or without them.
-            raise NotImplementedYetError("Secure Boot assets are not built by this factory yet")
+            pe, pcr = self.signers.pe, self.signers.pcr
+            if pe is None or pcr is None:  # never an unsigned Secure Boot asset
+                raise SecureBootSigningError(
+                    "a Secure Boot UKI needs the PE and PCR signers, and this worker has "
+                    f"{'no' if pe is None and pcr is None else 'only one of'} them (secureBoot configuration)"
+                )
+            build_signed_uki(
+                stub=payload / "systemd-stub.efi",
+                kernel=payload / "vmlinuz",
+                initrd=initramfs,
+                cmdline=cmdline,
+                version=self.profile.version,
+                profiles=profiles,
+                epoch=epoch,
+                out=out,
+                pe=pe,
+                pcr=pcr,
+            )
+            self.checkpoint()
+            return
         build_uki(
             stub=payload / "systemd-stub.efi",
             kernel=payload / "vmlinuz",

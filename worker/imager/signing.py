@@ -6,8 +6,9 @@ key signs PE binaries (the kernel, the UKI, systemd-boot) with Authenticode, and
 the expected PCR 11 policy the UKI carries in ``.pcrsig`` (its public half goes into ``.pcrpkey``).
 Keys may live in files, AWS KMS or Azure Key Vault, so the imager never sees them: it is handed
 objects that sign. :func:`worker.imager.build.build` takes them as a :class:`Signers` argument (no
-globals), and the UKI stage is where they are used. This module only defines the seam; nothing in
-the imager signs yet (Secure Boot builds are refused, with or without signers).
+globals), and the UKI stage is where they are used (:func:`worker.imager.uki.build_signed_uki`); a
+Secure Boot build without both signers fails rather than producing an unsigned asset. The worker
+opens them from the configuration once per process (:mod:`worker.secureboot.config`).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from typing import BinaryIO
 import pefile
 
 from common.errors import FactoryError
+from worker.imager.signing import PCRSigner, PESigner
 from worker.imager.splash import splash_bmp
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "UKIError",
     "UKIProfile",
     "assemble_pe",
+    "build_signed_uki",
     "build_uki",
     "kernel_uname",
     "measurement_sets",
@@ -249,6 +251,50 @@ def build_uki(
         uname=uname,
     )
     assemble_pe(stub, sections, out, epoch)
+
+
+def build_signed_uki(
+    *,
+    stub: Path,
+    kernel: Path,
+    initrd: Path,
+    cmdline: str,
+    version: str,
+    profiles: Sequence[UKIProfile] | None,
+    epoch: int,
+    out: Path,
+    pe: PESigner,
+    pcr: PCRSigner,
+    uname: str | None = None,
+) -> None:
+    """Write the Secure Boot UKI to ``out``, as upstream's ``Builder.BuildSigned`` (``uki.go``).
+
+    The sections gain ``.pcrpkey`` (the PCR public key, PEM) before ``.linux`` and one ``.pcrsig`` per
+    measurement set (:func:`measurement_sets`: the policy for Talos' phase and banks over exactly the
+    sections systemd-stub will measure, signed by ``pcr``); then the assembled PE is Authenticode-signed
+    by ``pe``. Upstream signs the kernel too, but its ``generateKernel`` shadows the signed path and so
+    embeds the unsigned kernel; this embeds the unsigned kernel as well (the stub never verifies
+    ``.linux``: the UKI's own signature covers it).
+    """
+    # imported here: worker.secureboot.pcr imports the imager's signing seam, this module's neighbour
+    from worker.secureboot.pcr import pcr_signer_callback, pcrpkey_pem, sign_pcr_policy
+
+    sections = uki_sections(
+        stub=stub,
+        kernel=kernel,
+        initrd=initrd,
+        cmdline=cmdline,
+        version=version,
+        profiles=profiles,
+        uname=uname,
+        pcrpkey=pcrpkey_pem(pcr.public_key),
+    )
+    sign = pcr_signer_callback(pcr)
+    for at, measured in reversed(measurement_sets(sections)):
+        policy = sign_pcr_policy(measured, pcr.public_key, sign)
+        sections.insert(at, Section(".pcrsig", policy, measure=False))
+    assemble_pe(stub, sections, out, epoch)
+    pe.sign_pe(out)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Secure Boot PE signing backends by name: the ``secureBoot`` configuration sections they serve.
 
-Not wired to the configuration yet. Each constructor returns a
+The configuration is wired in :mod:`worker.secureboot.config` (file and AWS KMS, chosen as upstream
+chooses); this table names the constructors for callers that pick a backend by name. Each returns a
 :class:`~worker.secureboot.base.CertificateSigner` (a :class:`worker.imager.signing.PESigner`):
 
 - ``file`` — :func:`~worker.secureboot.file.file_pe_signer` (``key_path``, ``cert_path``):

@@ -15,7 +15,7 @@ from common.profile.enhance import BuildPlan
 from common.profile.model import Output, OutputKind, Profile
 from common.talos.version import Version
 from worker.imager import build as build_mod
-from worker.imager.build import OUTPUT_BUILDERS, build
+from worker.imager.build import OUTPUT_BUILDERS, SecureBootSigningError, build
 from worker.imager.signing import NO_SIGNERS, Signers
 
 
@@ -117,10 +117,24 @@ def test_signers_reach_the_uki_stage_without_changing_unsigned_builds(
     assert signer.signed == []
 
 
-def test_secure_boot_is_still_refused_with_signers(tmp_path: Path, recorded: list[Signers]) -> None:
+def test_secure_boot_uki_is_never_built_unsigned(tmp_path: Path, recorded: list[Signers]) -> None:
+    """Without both signers a Secure Boot UKI fails (500, named), and nothing is published."""
     signer = RecordingPESigner()
     for run, signers in (("a", NO_SIGNERS), ("b", Signers(pe=signer))):
-        with pytest.raises(NotImplementedYetError, match="Secure Boot"):
+        with pytest.raises(SecureBootSigningError, match="Secure Boot UKI needs the PE and PCR signers"):
             _build(tmp_path / run, _plan(secureboot=True), signers=signers)
+        assert not any((tmp_path / run / "dest").glob("*"))
     assert recorded[-1].pe is signer
     assert signer.signed == []
+
+
+@pytest.mark.parametrize("kind", [OutputKind.ISO, OutputKind.IMAGE, OutputKind.INSTALLER])
+def test_other_secure_boot_outputs_are_still_refused(
+    tmp_path: Path, recorded: list[Signers], kind: OutputKind
+) -> None:
+    signer = RecordingPESigner()
+    plan = _plan(secureboot=True)
+    plan.profile.output = Output(kind=kind)
+    with pytest.raises(NotImplementedYetError, match=f"Secure Boot {kind} outputs are not built"):
+        _build(tmp_path, plan, signers=Signers(pe=signer))
+    assert recorded == [] and signer.signed == []

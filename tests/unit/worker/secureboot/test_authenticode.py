@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from tests.unit.worker.secureboot.conftest import (
+from tests.support.secureboot import (
     KeyPair,
     assert_sbverify_ok,
     flip_byte,

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from moto import mock_aws
 from moto.kms.models import KmsBackend
 
-from tests.unit.worker.secureboot.conftest import (
+from tests.support.secureboot import (
     assert_sbverify_ok,
     flip_byte,
     make_key_pair,

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from tests.unit.worker.secureboot.conftest import (
+from tests.support.secureboot import (
     KeyPair,
     assert_sbverify_ok,
     flip_byte,

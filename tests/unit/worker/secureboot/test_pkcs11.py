@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from pkcs11 import Attribute, CertificateType, KeyType, ObjectClass
 from pkcs11.util.ec import encode_named_curve_parameters
 
-from tests.unit.worker.secureboot.conftest import (
+from tests.support.secureboot import (
     assert_sbverify_ok,
     flip_byte,
     sbverify,

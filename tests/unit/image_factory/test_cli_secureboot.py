@@ -1,0 +1,117 @@
+"""Start-up refusals for ``secureBoot``: exit status 2 and one line naming the key and the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from common.cache.signing import generate_key_pem
+from image_factory import cli
+from tests.support.secureboot import make_key_pair
+
+
+def _config(tmp_path: Path, **file: str) -> Path:
+    cache_key = tmp_path / "cache.key"
+    cache_key.write_bytes(generate_key_pem())
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {"cache": {"signingKeyPath": str(cache_key)}, "secureBoot": {"enabled": True, "file": file}}
+        )
+    )
+    return cfg
+
+
+@pytest.fixture
+def no_start(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records which process would have started instead of starting it."""
+    started: list[str] = []
+
+    class FakeCelery:
+        def worker_main(self, argv: list[str]) -> None:
+            started.append("worker")
+
+    monkeypatch.setattr("worker.app.create_celery", lambda config: FakeCelery())
+    monkeypatch.setattr("api.server.serve", lambda config, level: started.append("api"))
+    return started
+
+
+def _run(capsys: Any, cfg: Path, command: str) -> tuple[int, str]:
+    code = cli.main(["--config", str(cfg), command])
+    return code, capsys.readouterr().err
+
+
+def test_valid_file_backend_starts_both(tmp_path: Path, no_start: list[str], capsys: Any) -> None:
+    db, pcr = make_key_pair(tmp_path, "db"), make_key_pair(tmp_path, "pcr")
+    cfg = _config(
+        tmp_path,
+        signingKeyPath=str(db.key_path),
+        signingCertPath=str(db.cert_path),
+        pcrKeyPath=str(pcr.key_path),
+    )
+    assert _run(capsys, cfg, "worker")[0] == 0
+    assert _run(capsys, cfg, "api")[0] == 0
+    assert no_start == ["worker", "api"]
+
+
+def _refused(capsys: Any, cfg: Path, command: str, *needles: str) -> None:
+    code, err = _run(capsys, cfg, command)
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("image-factory: secure boot: "), err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_incomplete_backend_is_refused(tmp_path: Path, no_start: list[str], capsys: Any) -> None:
+    cfg = _config(tmp_path, signingKeyPath="k.pem", signingCertPath="c.pem")
+    _refused(capsys, cfg, "worker", "invalid SecureBoot configuration", "secureBoot.file.")
+    _refused(capsys, cfg, "api", "invalid SecureBoot configuration")
+    assert no_start == []
+
+
+def test_unreadable_and_mismatched_keys_are_refused(tmp_path: Path, no_start: list[str], capsys: Any) -> None:
+    db, other, pcr = (
+        make_key_pair(tmp_path, "db"),
+        make_key_pair(tmp_path, "other"),
+        make_key_pair(tmp_path, "pcr"),
+    )
+    missing = tmp_path / "missing.key"
+    cfg = _config(
+        tmp_path, signingKeyPath=str(missing), signingCertPath=str(db.cert_path), pcrKeyPath=str(pcr.key_path)
+    )
+    _refused(capsys, cfg, "worker", "secureBoot.file.signingKeyPath", str(missing), "cannot read")
+
+    cfg = _config(
+        tmp_path,
+        signingKeyPath=str(db.key_path),
+        signingCertPath=str(other.cert_path),
+        pcrKeyPath=str(pcr.key_path),
+    )
+    _refused(capsys, cfg, "worker", str(other.cert_path), "is not the signing key's")
+
+    cfg = _config(
+        tmp_path, signingKeyPath=str(db.key_path), signingCertPath=str(db.cert_path), pcrKeyPath=str(missing)
+    )
+    _refused(capsys, cfg, "worker", "secureBoot.file.pcrKeyPath", str(missing))
+
+    ec_key = tmp_path / "ec.key"
+    ec_key.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    cfg = _config(
+        tmp_path, signingKeyPath=str(db.key_path), signingCertPath=str(db.cert_path), pcrKeyPath=str(ec_key)
+    )
+    _refused(capsys, cfg, "worker", "secureBoot.file.pcrKeyPath", "must be RSA")
+
+    cfg = _config(
+        tmp_path, signingKeyPath=str(db.key_path), signingCertPath=str(missing), pcrKeyPath=str(pcr.key_path)
+    )
+    _refused(capsys, cfg, "api", "secureBoot.file.signingCertPath", str(missing))
+    assert no_start == []
