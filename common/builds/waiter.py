@@ -31,6 +31,7 @@ class Waiter:
         self._lock = threading.Lock()
         self._waiting = 0
         self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
         self._pid = 0
 
     @property
@@ -108,12 +109,20 @@ class Waiter:
             self._thread = threading.Thread(target=self._listen, name="build-waiter", daemon=True)
             self._thread.start()
 
+    def close(self) -> None:
+        """Stops this process's listener (within a second); waiting requests fall back to polling.
+        For embedders and tests: an API process keeps its listener for its whole life."""
+        self._stopped.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=3.0)
+
     def _listen(self) -> None:
-        while True:
+        while not self._stopped.is_set():
             try:
                 pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(DONE_CHANNEL)
-                while True:
+                while not self._stopped.is_set():
                     message = pubsub.get_message(timeout=1.0)
                     if message is None or message.get("type") != "message":
                         continue
@@ -123,7 +132,9 @@ class Waiter:
                         for event in self._events.get(key, []):
                             event.set()
             except Exception as exc:  # this thread must outlive any Redis trouble
+                if self._stopped.is_set():
+                    return
                 log.warning(
                     "build notifications lost; polling until Redis is back", extra={"error": str(exc)}
                 )
-                time.sleep(1.0)
+                self._stopped.wait(1.0)

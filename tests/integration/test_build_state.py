@@ -118,6 +118,7 @@ def test_waiter_wakes_on_the_done_message(client: redis.Redis) -> None:
     assert rec is not None and rec.status is Status.SUCCEEDED
     assert time.monotonic() - began < 1.5  # woken by pub/sub, not by the 2 s poll
     assert waiter.try_reserve() and waiter.try_reserve() and not waiter.try_reserve()
+    waiter.close()
 
 
 def test_waiter_reports_stale_builds_and_times_out(client: redis.Redis) -> None:
@@ -130,3 +131,4 @@ def test_waiter_reports_stale_builds_and_times_out(client: redis.Redis) -> None:
     rec = waiter.wait("a", 0.5, lambda r: stale.append(r.key))
     assert rec is not None and rec.status is Status.RUNNING
     assert stale and set(stale) == {"a"}
+    waiter.close()

@@ -38,11 +38,13 @@ def stack(
 
 
 @pytest.fixture(scope="module")
-def delivery(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Delivery:
+def delivery(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Delivery]:
     path = tmp_path_factory.mktemp("delivery-config") / "config.yaml"
     write_config(path, stack.config)
     services = build_services(load_config([str(path)]))
-    return Delivery(services, Waiter(services.redis, services.builds, limit=2))
+    waiter = Waiter(services.redis, services.builds, limit=2)
+    yield Delivery(services, waiter)
+    waiter.close()  # before the stack's Redis stops: no listener left retrying in this process
 
 
 def read(asset: object) -> bytes:
