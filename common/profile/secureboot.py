@@ -99,10 +99,15 @@ def signing_certificate_pem(options: SecureBootOptions) -> bytes:
     except OSError as exc:
         raise SecureBootConfigError(f"{setting}: cannot read {path}: {exc.strerror or exc}") from exc
     try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            cert = x509.load_pem_x509_certificate(data)
-        else:
-            cert = x509.load_der_x509_certificate(data)
+        cert = parse_certificate(data)
     except ValueError as exc:
         raise SecureBootConfigError(f"{setting}: {path} is not an X.509 certificate: {exc}") from exc
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def parse_certificate(data: bytes) -> x509.Certificate:
+    """An X.509 certificate given as PEM or DER (both are found in the wild); ValueError otherwise.
+    Shared by the API (which serves it) and the worker's signers (which sign with it)."""
+    if data.lstrip().startswith(b"-----BEGIN"):
+        return x509.load_pem_x509_certificate(data)
+    return x509.load_der_x509_certificate(data)

@@ -3,7 +3,7 @@ steps, ``siderolabs/talos@v1.14.0-rc.1:pkg/imager/imager.go`` and ``pkg/imager/o
 
 Each output kind is one entry of :data:`OUTPUT_BUILDERS`. Signing services (Secure Boot) are
 passed in as :class:`~worker.imager.signing.Signers` and reach the UKI stage, the one place that
-signs (:func:`worker.imager.uki.build_signed_uki`). Of the Secure Boot outputs only the UKI (and its
+signs (:func:`worker.imager.uki.build_uki`). Of the Secure Boot outputs only the UKI (and its
 cmdline) are built; ISOs, disk images and installers are refused (501) until signed systemd-boot
 and key enrolment arrive.
 
@@ -51,7 +51,7 @@ from worker.imager.iso import IsoGenerator, IsoInputs, build_iso, select_generat
 from worker.imager.pieces import NO_PIECES, Pieces, initramfs_key
 from worker.imager.scratch import disk_usage, scratch
 from worker.imager.signing import NO_SIGNERS, Signers
-from worker.imager.uki import UKIProfile, build_signed_uki, build_uki
+from worker.imager.uki import UKIProfile, build_uki
 
 log = logging.getLogger(__name__)
 
@@ -374,6 +374,7 @@ class _Build:
         epoch: int,
         out: Path,
     ) -> None:
+        signers = None
         if self.profile.secureboot_enabled:
             pe, pcr = self.signers.pe, self.signers.pcr
             if pe is None or pcr is None:  # never an unsigned Secure Boot asset
@@ -381,20 +382,7 @@ class _Build:
                     "a Secure Boot UKI needs the PE and PCR signers, and this worker has "
                     f"{'no' if pe is None and pcr is None else 'only one of'} them (secureBoot configuration)"
                 )
-            build_signed_uki(
-                stub=payload / "systemd-stub.efi",
-                kernel=payload / "vmlinuz",
-                initrd=initramfs,
-                cmdline=cmdline,
-                version=self.profile.version,
-                profiles=profiles,
-                epoch=epoch,
-                out=out,
-                pe=pe,
-                pcr=pcr,
-            )
-            self.checkpoint()
-            return
+            signers = (pe, pcr)
         build_uki(
             stub=payload / "systemd-stub.efi",
             kernel=payload / "vmlinuz",
@@ -404,6 +392,7 @@ class _Build:
             profiles=profiles,
             epoch=epoch,
             out=out,
+            signers=signers,
         )
         self.checkpoint()
 

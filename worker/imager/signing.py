@@ -6,7 +6,7 @@ key signs PE binaries (the kernel, the UKI, systemd-boot) with Authenticode, and
 the expected PCR 11 policy the UKI carries in ``.pcrsig`` (its public half goes into ``.pcrpkey``).
 Keys may live in files, AWS KMS or Azure Key Vault, so the imager never sees them: it is handed
 objects that sign. :func:`worker.imager.build.build` takes them as a :class:`Signers` argument (no
-globals), and the UKI stage is where they are used (:func:`worker.imager.uki.build_signed_uki`); a
+globals), and the UKI stage is where they are used (:func:`worker.imager.uki.build_uki`); a
 Secure Boot build without both signers fails rather than producing an unsigned asset. The worker
 opens them from the configuration once per process (:mod:`worker.secureboot.config`).
 """

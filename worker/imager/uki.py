@@ -28,7 +28,6 @@ __all__ = [
     "UKIError",
     "UKIProfile",
     "assemble_pe",
-    "build_signed_uki",
     "build_uki",
     "kernel_uname",
     "measurement_sets",
@@ -239,46 +238,24 @@ def build_uki(
     epoch: int,
     out: Path,
     uname: str | None = None,
+    signers: tuple[PESigner, PCRSigner] | None = None,
 ) -> None:
-    """Write the unsigned UKI to ``out``; ``epoch`` becomes the COFF TimeDateStamp."""
-    sections = uki_sections(
-        stub=stub,
-        kernel=kernel,
-        initrd=initrd,
-        cmdline=cmdline,
-        version=version,
-        profiles=profiles,
-        uname=uname,
-    )
-    assemble_pe(stub, sections, out, epoch)
+    """Write the UKI to ``out``; ``epoch`` becomes the COFF TimeDateStamp.
 
-
-def build_signed_uki(
-    *,
-    stub: Path,
-    kernel: Path,
-    initrd: Path,
-    cmdline: str,
-    version: str,
-    profiles: Sequence[UKIProfile] | None,
-    epoch: int,
-    out: Path,
-    pe: PESigner,
-    pcr: PCRSigner,
-    uname: str | None = None,
-) -> None:
-    """Write the Secure Boot UKI to ``out``, as upstream's ``Builder.BuildSigned`` (``uki.go``).
-
-    The sections gain ``.pcrpkey`` (the PCR public key, PEM) before ``.linux`` and one ``.pcrsig`` per
-    measurement set (:func:`measurement_sets`: the policy for Talos' phase and banks over exactly the
-    sections systemd-stub will measure, signed by ``pcr``); then the assembled PE is Authenticode-signed
-    by ``pe``. Upstream signs the kernel too, but its ``generateKernel`` shadows the signed path and so
-    embeds the unsigned kernel; this embeds the unsigned kernel as well (the stub never verifies
-    ``.linux``: the UKI's own signature covers it).
+    With ``signers`` (the PE and the PCR signer) it is the Secure Boot UKI of upstream's
+    ``Builder.BuildSigned`` (``uki.go``): the sections gain ``.pcrpkey`` (the PCR public key, PEM)
+    before ``.linux`` and one ``.pcrsig`` per measurement set (:func:`measurement_sets`: the policy
+    for Talos' phase and banks over exactly the sections systemd-stub will measure), then the
+    assembled PE is Authenticode-signed. Upstream signs the kernel too, but its ``generateKernel``
+    shadows the signed path and so embeds the unsigned kernel; this embeds the unsigned kernel as
+    well (the stub never verifies ``.linux``: the UKI's own signature covers it).
     """
-    # imported here: worker.secureboot.pcr imports the imager's signing seam, this module's neighbour
-    from worker.secureboot.pcr import pcr_signer_callback, pcrpkey_pem, sign_pcr_policy
+    pcrpkey = None
+    if signers is not None:
+        # imported here: worker.secureboot.pcr imports the imager's signing seam, this module's neighbour
+        from worker.secureboot.pcr import pcr_signer_callback, pcrpkey_pem, sign_pcr_policy
 
+        pcrpkey = pcrpkey_pem(signers[1].public_key)
     sections = uki_sections(
         stub=stub,
         kernel=kernel,
@@ -287,14 +264,17 @@ def build_signed_uki(
         version=version,
         profiles=profiles,
         uname=uname,
-        pcrpkey=pcrpkey_pem(pcr.public_key),
+        pcrpkey=pcrpkey,
     )
-    sign = pcr_signer_callback(pcr)
-    for at, measured in reversed(measurement_sets(sections)):
-        policy = sign_pcr_policy(measured, pcr.public_key, sign)
-        sections.insert(at, Section(".pcrsig", policy, measure=False))
+    if signers is not None:
+        pcr = signers[1]
+        sign = pcr_signer_callback(pcr)
+        for at, measured in reversed(measurement_sets(sections)):
+            policy = sign_pcr_policy(measured, pcr.public_key, sign)
+            sections.insert(at, Section(".pcrsig", policy, measure=False))
     assemble_pe(stub, sections, out, epoch)
-    pe.sign_pe(out)
+    if signers is not None:
+        signers[0].sign_pe(out)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from common.profile.secureboot import parse_certificate
 from worker.secureboot.authenticode import AuthenticodeError, sign_pe
 
 if TYPE_CHECKING:
@@ -79,10 +80,7 @@ def hash_algorithm(hash_name: str, digest: bytes) -> hashes.HashAlgorithm:
 def load_certificate(data: bytes) -> bytes:
     """A certificate given as PEM or DER, returned as DER."""
     try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            cert = x509.load_pem_x509_certificate(data)
-        else:
-            cert = x509.load_der_x509_certificate(data)
+        cert = parse_certificate(data)
     except ValueError as exc:
         raise SignerError(f"cannot parse the signing certificate: {exc}") from exc
     return cert.public_bytes(serialization.Encoding.DER)
