@@ -30,6 +30,7 @@ from common.config.options import RepositoryOptions
 from common.registry.client import RegistryClient
 from devstack.factory import FactoryAPI, FactoryWorker, factory_config, write_config
 from devstack.release.release import Release, build_release, factory_overrides
+from devstack.secureboot import development_keys
 from devstack.services import (
     LOOPBACK,
     RedisServer,
@@ -176,6 +177,8 @@ def _banner(
             f"  S3        {s3.url}  bucket {BUCKET}, key {s3.access_key}/{s3.secret_key}, region {s3.region}",
             f"  Redis     {redis_url}  ({redis_note})",
             f"  Config    {state / CONFIG_FILE}",
+            f"  SecureBoot on, development keys in {state / 'secureboot'}/ "
+            f"(certificate: http://{LOOPBACK}:{api.port}/secureboot/signing-cert.pem)",
             f"  Logs      {state / 'logs'}/",
             "Stop with Ctrl-C or `make stop`.",
             "",
@@ -250,6 +253,8 @@ def run(state_dir: Path, port: int, factory_bin: str | None) -> int:
             signing_key=_signing_key(state),
             **factory_overrides(release),
             **{"artifacts.storageDir": str(state / "artifacts")},
+            # every -secureboot asset works out of the box, signed with a development key set
+            **development_keys(state / "secureboot"),
         )
         write_config(config_path, config)
         log.info("wrote %s", config_path)

@@ -7,7 +7,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from common.config import Config, ConfigError, load_config
+from common.config import Config, ConfigError, load_config, resolve_config
+from common.config.explain import explain
 from common.config.render import reference_markdown, to_env, to_yaml
 from common.logging import LEVELS, configure_logging
 from common.version import VERSION
@@ -35,7 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=None, help="worker processes (default: cores)")
     worker.add_argument("--queues", default=None, help="comma-separated queues to consume")
     show = sub.add_parser("config", help="print the effective configuration")
-    show.add_argument("--format", choices=["yaml", "env", "reference"], default="yaml")
+    how = show.add_mutually_exclusive_group()
+    how.add_argument("--format", choices=["yaml", "env", "reference"], default="yaml")
+    how.add_argument(
+        "--explain",
+        action="store_true",
+        help="print each key with the source its value came from (default, file, env variable), "
+        "secrets masked, and the upstream keys accepted without effect",
+    )
     return parser
 
 
@@ -47,21 +55,34 @@ def _fail(message: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "api"  # upstream runs the service with no subcommand
-    if command == "config" and args.format == "reference":
-        sys.stdout.write(reference_markdown())
-        return 0
+    if command == "config":
+        return _show_config(args.config, args.format, args.explain)
+    configure_logging(args.log_level)  # first, so warnings about the configuration are JSON log lines
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         return _fail(f"configuration error: {exc}")
-
-    if command == "config":
-        sys.stdout.write(to_env(config) if args.format == "env" else to_yaml(config))
-        return 0
-    configure_logging(args.log_level)
     if command == "api":
         return _run_api(config, args.log_level)
     return _run_worker(config, args.log_level, args.concurrency, args.queues)
+
+
+def _show_config(specs: list[str], fmt: str, explained: bool) -> int:
+    """stdout carries only the configuration; warnings go to stderr as plain lines."""
+    if fmt == "reference":
+        sys.stdout.write(reference_markdown())
+        return 0
+    try:
+        loaded = resolve_config(specs)
+    except ConfigError as exc:
+        return _fail(f"configuration error: {exc}")
+    for warning in loaded.warnings:
+        print(f"image-factory: warning: {warning}", file=sys.stderr)
+    if explained:
+        sys.stdout.write(explain(loaded))
+    else:
+        sys.stdout.write(to_env(loaded.config) if fmt == "env" else to_yaml(loaded.config))
+    return 0
 
 
 def _run_api(config: Config, log_level: str) -> int:

@@ -11,9 +11,9 @@ import mimetypes
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from common.errors import FactoryError, NotFoundError, NotImplementedYetError
+from common.errors import FactoryError, NotFoundError
 from common.profile.enhance import BuildPlan, Catalogs, enhance
-from common.profile.model import OutputKind, SecureBootAssets
+from common.profile.model import SecureBootAssets
 from common.profile.path import parse_path
 from common.schematic import parse_schematic
 from common.talos import version as v
@@ -60,11 +60,6 @@ def _prefixed(exc: FactoryError, prefix: str) -> FactoryError:
     return wrapped
 
 
-#: The Secure Boot outputs this factory builds: the signed UKI (and its command line, which needs no
-#: signing). Secure Boot ISOs, disk images and installers (signed systemd-boot, key enrolment) are not.
-SECUREBOOT_BUILT = frozenset({OutputKind.UKI, OutputKind.CMDLINE})
-
-
 def plan_request(
     schematics: Schematics,
     artifacts: Artifacts,
@@ -78,8 +73,7 @@ def plan_request(
 
     ``secureboot`` is the configured signing material (:func:`common.profile.secureboot.secureboot_assets`),
     ``None`` when Secure Boot is disabled (``-secureboot`` paths then answer 400, as upstream).
-    One deliberate difference: a malformed version is a 400 (upstream answers 500). Secure Boot
-    outputs other than :data:`SECUREBOOT_BUILT` answer 501 here, before anything is queued.
+    One deliberate difference: a malformed version is a 400 (upstream answers 500).
     """
     try:
         canonical = schematics.get(schematic_id)
@@ -108,12 +102,6 @@ def plan_request(
         artifacts.require(parsed)
     except NotFoundError as exc:
         raise _prefixed(exc, "failed to get kernel: ") from exc
-    kind = plan.profile.output.kind
-    if plan.profile.secureboot_enabled and kind not in SECUREBOOT_BUILT:
-        raise NotImplementedYetError(
-            f"Secure Boot {kind} outputs are not built by this factory yet "
-            "(only the Secure Boot UKI and its cmdline are)"
-        )
     return BuildRequest(schematic_id, tag, path), plan
 
 

@@ -267,6 +267,35 @@ class AWSKMSOptions:
 
 
 @dataclass
+class PKCS11Options:
+    modulePath: str = opt(
+        "", "Path to the token's PKCS #11 module (e.g. `/usr/lib/softhsm/libsofthsm2.so`).", ours=True
+    )
+    tokenLabel: str = opt("", "Label of the token holding the keys.", ours=True)
+    pin: str = opt(
+        "",
+        "User PIN to log in to the token with (or set `pinFile`, or the environment variable, to keep "
+        "it out of configuration files). Empty, with an empty `pinFile`: no login.",
+        ours=True,
+    )
+    pinFile: str = opt(
+        "", "File holding the user PIN (trailing newline ignored); used when `pin` is empty.", ours=True
+    )
+    signingKeyLabel: str = opt(
+        "", "Label (`CKA_LABEL`) of the private key that signs boot assets (UKI, systemd-boot).", ours=True
+    )
+    signingCertPath: str = opt(
+        "",
+        "Path to the signing key's certificate; empty means the token's certificate object labelled "
+        "like the signing key.",
+        ours=True,
+    )
+    pcrKeyLabel: str = opt(
+        "", "Label of the RSA private key that signs the PCR policy (may be the signing key).", ours=True
+    )
+
+
+@dataclass
 class SecureBootOptions:
     enabled: bool = opt(False, "Enabled enables SecureBoot asset generation.")
     file: SecureBootFileOptions = section(
@@ -274,6 +303,11 @@ class SecureBootOptions:
     )
     azureKeyVault: AzureKeyVaultOptions = section(AzureKeyVaultOptions, "SecureBoot keys in Azure Key Vault.")
     awsKMS: AWSKMSOptions = section(AWSKMSOptions, "SecureBoot keys in AWS KMS.")
+    pkcs11: PKCS11Options = section(
+        PKCS11Options,
+        "SecureBoot keys in a PKCS #11 token: an HSM, a smart card, SoftHSM2 (ours: upstream has no "
+        "PKCS #11). Used when no upstream backend is complete.",
+    )
 
 
 @dataclass

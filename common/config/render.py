@@ -9,7 +9,9 @@ from typing import Any
 
 import yaml
 
+from common.config.compat import IGNORED_KEYS
 from common.config.durations import format_duration
+from common.config.masking import SECRET_RULE
 from common.config.options import Config
 from common.config.schema import KeyInfo, key_index
 
@@ -42,7 +44,8 @@ def to_yaml(config: Config) -> str:
     return yaml.dump(as_dict(config), Dumper=_IndentedDumper, indent=4, sort_keys=True, width=1 << 30)
 
 
-def _env_value(value: Any) -> str:
+def env_value(value: Any) -> str:
+    """One value of ``as_dict`` as an ``IF_`` variable holds it: ``true``/``false``, lists as JSON."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
@@ -50,11 +53,11 @@ def _env_value(value: Any) -> str:
     return str(value)
 
 
-def _leaves(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+def leaves(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
     for name, value in tree.items():
         if isinstance(value, dict):
-            out.extend(_leaves(value, f"{prefix}{name}."))
+            out.extend(leaves(value, f"{prefix}{name}."))
         else:
             out.append((f"{prefix}{name}", value))
     return out
@@ -62,8 +65,8 @@ def _leaves(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 def to_env(config: Config) -> str:
     lines = [
-        f"{ENV_PREFIX}{path.replace('.', '_').upper()}={_env_value(value)}"
-        for path, value in _leaves(as_dict(config))
+        f"{ENV_PREFIX}{path.replace('.', '_').upper()}={env_value(value)}"
+        for path, value in leaves(as_dict(config))
     ]
     return "\n".join(sorted(lines)) + "\n"
 
@@ -74,7 +77,7 @@ def _type_name(key: KeyInfo) -> str:
 
 def reference_markdown() -> str:
     """Every key with type, default, environment name and meaning, straight from the option classes."""
-    defaults = dict(_leaves(as_dict(Config())))
+    defaults = dict(leaves(as_dict(Config())))
     lines = [
         "# Configuration reference",
         "",
@@ -84,7 +87,11 @@ def reference_markdown() -> str:
         "Sources: `--config env=[PREFIX]`, `--config FILE` / `file=FILE` (`.json`, `.yaml`/`.yml`, `.env`), "
         "repeatable or comma-separated, applied in order after the defaults and the always-first `env=IF_`; "
         "later sources win. Durations use Go syntax (`5m0s`, `1h30m`, `500ms`); lists from the environment "
-        'are JSON (`["*"]`) or comma-separated. Keys marked *ours* do not exist upstream.',
+        'are JSON (`["*"]`), bracketed (`[*]`, as upstream\'s published reference writes it) or '
+        "comma-separated. Keys marked *ours* do not exist upstream. A key some upstream version or edition "
+        "has but this factory does not implement is accepted with a warning (see the end of this page); any "
+        "other unknown key stops start-up, naming the closest known key. `image-factory config --explain` "
+        "prints every key with its value and the source it came from.",
         "",
     ]
     for key in key_index().values():
@@ -92,7 +99,7 @@ def reference_markdown() -> str:
         if key.is_section:
             lines += [f"{'#' * min(depth + 2, 6)} `{key.path}`", "", key.doc, ""]
             continue
-        default = _env_value(defaults[key.path]) if key.path in defaults else ""
+        default = env_value(defaults[key.path]) if key.path in defaults else ""
         shown = default or '""'
         ours = " *(ours)*" if key.ours else ""
         lines += [
@@ -101,4 +108,13 @@ def reference_markdown() -> str:
             f"  {key.doc}",
             "",
         ]
+    lines += [
+        "## Upstream keys accepted without effect",
+        "",
+        "Each is named in one warning at start-up, with the sources that set it, and otherwise ignored "
+        "(`common/config/compat.py` says where each comes from).",
+        "",
+    ]
+    lines += [f"- `{path}` — {since}" for path, since in sorted(IGNORED_KEYS.items())]
+    lines += ["", "## Secrets in `config --explain`", "", SECRET_RULE, ""]
     return "\n".join(lines).rstrip() + "\n"

@@ -28,7 +28,14 @@ class WeakString(fields.String):
 
 
 class StringList(fields.Field):
-    """A list of strings; from the environment as JSON (``["*"]``) or comma-separated text."""
+    """A list of strings; from the environment as JSON (``["*"]``), bracketed (``[*]``) or comma-separated.
+
+    The bracketed form without quotes is what upstream's published configuration reference prints
+    for ``IF_HTTP_ALLOWEDORIGINS`` (seeds/configuration-reference.md). Upstream itself
+    (``cmd/image-factory/flags/config.go@HEAD``, ``envTransform``) keeps a value that is not JSON as
+    text, so it would allow the single origin ``[*]``; no origin, version or image name starts with
+    ``[``, so we read the brackets as a list instead: ``[a, b]`` is ``["a", "b"]``.
+    """
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
         if isinstance(value, str):
@@ -37,14 +44,26 @@ class StringList(fields.Field):
                 try:
                     value = json.loads(text)
                 except json.JSONDecodeError as exc:
-                    raise ValidationError(f'expected a JSON list such as ["a","b"], got {text!r}') from exc
+                    if not text.endswith("]"):
+                        raise ValidationError(
+                            f'expected a JSON list such as ["a","b"], got {text!r}'
+                        ) from exc
+                    return _split(text[1:-1], quotes=True)
             else:
-                return [part.strip() for part in text.split(",") if part.strip()]
+                return _split(text)
         if value is None:
             return []
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValidationError(f"expected a list of strings, got {_describe(value)}")
         return list(value)
+
+
+def _split(text: str, *, quotes: bool = False) -> list[str]:
+    """Comma-separated items, trimmed, empty ones dropped; ``quotes`` also drops one pair around each."""
+    items = [part.strip() for part in text.split(",")]
+    if quotes:
+        items = [i[1:-1] if len(i) >= 2 and i[0] == i[-1] and i[0] in "\"'" else i for i in items]
+    return [i for i in items if i]
 
 
 class GoDuration(fields.Field):

@@ -186,6 +186,12 @@ class Quirks:
         """``nvme_core.io_timeout=4294967295`` only on AWS (before: everywhere): ≥1.14.0; unknown → True."""
         return self._gte((1, 14, 0))
 
+    def disk_image_enrolls_secureboot_keys(self) -> bool:
+        """Secure Boot disk images carry ``loader/keys/auto`` and ``secure-boot-enroll`` (imageOptions
+        ``sdBootEnrollKeys``, ``pkg/imager/out.go`` ``buildImage``): ≥1.14.0 (first in v1.14.0-alpha.1;
+        before, only the ISO enrols); unknown → True."""
+        return self._gte((1, 14, 0))
+
     def forces_lockdown_confidentiality(self) -> bool:
         """``lockdown=confidentiality`` in the default args: <1.14.0 only (Talos main); unknown → False."""
         return self._lt((1, 14, 0))

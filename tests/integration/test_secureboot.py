@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import subprocess
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
+import worker.secureboot as worker_certs
 from devstack.release.release import Release
 from devstack.services import RegistryServer, ensure_system_packages
 from tests.support.secureboot import (
@@ -188,16 +191,109 @@ def test_signing_certificate_is_served(stack: Stack, keys: tuple[KeyPair, KeyPai
     assert response.content == db.cert_path.read_bytes()
 
 
-@pytest.mark.parametrize(
-    "path", ["metal-amd64-secureboot.iso", "metal-amd64-secureboot.raw.xz", "installer-amd64-secureboot.tar"]
-)
-def test_other_secure_boot_outputs_are_refused_before_queueing(stack: Stack, path: str) -> None:
+def _layer_files(layout: Path, wanted: set[str]) -> dict[str, bytes]:
+    """``wanted`` files from the image skopeo copied into the ``dir:`` transport at ``layout``
+    (the last layer that has a file wins, as in the container's file system)."""
+    manifest = json.loads((layout / "manifest.json").read_text())
+    found: dict[str, bytes] = {}
+    for layer in manifest["layers"]:
+        blob = layout / layer["digest"].split(":", 1)[1]
+        with tarfile.open(blob, "r:*") as tar:
+            for member in tar.getmembers():
+                name = member.name.removeprefix("./")
+                if name in wanted and member.isfile():
+                    extracted = tar.extractfile(member)
+                    assert extracted is not None
+                    found[name] = extracted.read()
+    return found
+
+
+def test_secure_boot_installer_pulled_by_skopeo_ships_signed_boot_files(
+    stack: Stack, keys: tuple[KeyPair, KeyPair], tmp_path: Path
+) -> None:
+    """The registry frontend's ``installer-secureboot`` image, as skopeo pulls it: systemd-boot and the
+    UKI it installs are both signed with the configured certificate."""
+    db, _ = keys
     sid = stack.create_schematic(SCHEMATIC)
-    before = stack.total_runs()
-    response = _get(stack, sid, path)
-    assert response.status_code == 501, response.text
-    assert "Secure Boot" in response.text and "not built by this factory yet" in response.text
-    assert stack.total_runs() == before  # refused by the API: nothing was queued
+    host = stack.api.url.removeprefix("http://")
+    layout = tmp_path / "installer"
+    copied = subprocess.run(
+        ["skopeo", "copy", "--src-tls-verify=false", "--override-arch", "amd64",
+         f"docker://{host}/installer-secureboot/{sid}:{VERSION}", f"dir:{layout}"],
+        capture_output=True, text=True, timeout=BUILD_WAIT, check=False,
+    )  # fmt: skip
+    assert copied.returncode == 0, copied.stderr
+    files = _layer_files(layout, {"usr/install/amd64/systemd-boot.efi", "usr/install/amd64/vmlinuz.efi"})
+    assert set(files) == {"usr/install/amd64/systemd-boot.efi", "usr/install/amd64/vmlinuz.efi"}
+    for name, data in files.items():
+        target = tmp_path / Path(name).name
+        target.write_bytes(data)
+        assert_sbverify_ok(db.cert_path, target)
+    cmdline = dict(sections(files["usr/install/amd64/vmlinuz.efi"]))[".cmdline"].decode()
+    assert "sb=test" in cmdline and "lockdown=confidentiality" in cmdline
+
+
+def _iso_file(iso: Path, name: str, out: Path) -> bytes:
+    """One file of the ISO9660 tree, extracted by xorriso (Debian's, independent of our writer)."""
+    done = subprocess.run(
+        ["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract", f"/{name}", str(out)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return out.read_bytes()
+
+
+def test_secure_boot_iso_carries_signed_systemd_boot_and_the_enrolment_databases(
+    stack: Stack, keys: tuple[KeyPair, KeyPair], tmp_path: Path
+) -> None:
+    """``includeWellKnownCertificates`` puts Microsoft's certificates (the DER files upstream ships)
+    next to ours in the ISO's db, systemd-boot is signed, and loader.conf asks for the schematic's
+    enrolment mode. (The databases' format is proven against efitools in the unit tests, and by
+    firmware enrolling them in ``tests/e2e/test_secureboot_boot.py``.)"""
+    db, _ = keys
+    sid = stack.create_schematic(
+        SCHEMATIC + "  secureboot:\n    includeWellKnownCertificates: true\n    enrollKeys: force\n"
+    )
+    response = _get(stack, sid, "metal-amd64-secureboot.iso")
+    assert response.status_code == 200, response.text
+    iso = tmp_path / "sb.iso"
+    iso.write_bytes(response.content)
+    sd_boot = tmp_path / "BOOTX64.EFI"
+    _iso_file(iso, "EFI/BOOT/BOOTX64.EFI", sd_boot)
+    assert_sbverify_ok(db.cert_path, sd_boot)
+    loader = _iso_file(iso, "loader/loader.conf", tmp_path / "loader.conf").decode()
+    assert loader.endswith("\nsecure-boot-enroll force\n"), loader
+    assert _iso_file(iso, "EFI/keys/uki-signing-cert.der", tmp_path / "cert.der") == db.cert_der
+    enrolled = {
+        name: _iso_file(iso, f"loader/keys/auto/{name}", tmp_path / name)
+        for name in ("PK.auth", "KEK.auth", "db.auth")
+    }
+    assert all(db.cert_der in data for data in enrolled.values())
+    microsoft_db = (Path(worker_certs.__file__).parent / "certs" / "db").glob("*.der")
+    for cert in microsoft_db:
+        assert cert.read_bytes() in enrolled["db.auth"], cert.name
+        assert cert.read_bytes() not in enrolled["PK.auth"]
+
+
+def test_secure_boot_pxe_script_boots_the_signed_uki(
+    stack: Stack, uki: tuple[str, Path], keys: tuple[KeyPair, KeyPair], tmp_path: Path
+) -> None:
+    db, _ = keys
+    sid, path = uki
+    script = requests.get(f"{stack.api.url}/pxe/{sid}/{VERSION}/metal-amd64-secureboot", timeout=BUILD_WAIT)
+    assert script.status_code == 200, script.text
+    lines = script.text.splitlines()
+    assert lines[0] == "#!ipxe"
+    (kernel,) = [line for line in lines if line.startswith("kernel ")]
+    url, _, cmdline = kernel.removeprefix("kernel ").partition(" ")
+    assert url.endswith(f"/image/{sid}/{VERSION}/metal-amd64-secureboot-uki.efi")
+    assert "sb=test" in cmdline
+    served = requests.get(url.replace(url.split("/image/")[0], stack.api.url), timeout=BUILD_WAIT)
+    assert served.status_code == 200
+    fetched = tmp_path / "pxe-uki.efi"
+    fetched.write_bytes(served.content)
+    assert_sbverify_ok(db.cert_path, fetched)
+    assert served.content == path.read_bytes()
 
 
 def test_disabled_secure_boot_is_a_400(disabled: Stack) -> None:

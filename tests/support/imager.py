@@ -9,6 +9,7 @@ from pathlib import Path
 
 from common.artifacts.manager import ArtifactsManager
 from common.profile.enhance import BuildPlan, enhance
+from common.profile.model import SecureBootAssets
 from common.profile.path import parse_path
 from common.schematic.emit import marshal, schematic_id
 from common.schematic.model import Schematic
@@ -16,6 +17,7 @@ from common.talos.version import parse_tolerant
 from devstack.release.release import Release
 from tests.support.artifacts import manager
 from worker.imager.build import BuildResult, build
+from worker.imager.signing import NO_SIGNERS, Signers
 
 __all__ = ["EXTERNAL_URL", "ImagerHarness", "imager_harness"]
 
@@ -32,7 +34,13 @@ class ImagerHarness:
     def scratch(self) -> Path:
         return self.root / "scratch"
 
-    def plan(self, path: str, version: str, schematic: Schematic | None = None) -> BuildPlan:
+    def plan(
+        self,
+        path: str,
+        version: str,
+        schematic: Schematic | None = None,
+        secureboot: SecureBootAssets | None = None,
+    ) -> BuildPlan:
         chosen = schematic if schematic is not None else self.schematic
         return enhance(
             parse_path(path),
@@ -41,18 +49,27 @@ class ImagerHarness:
             schematic_yaml=marshal(chosen),
             version=version,
             catalogs=self.artifacts,
+            secureboot=secureboot,
         )
 
     def build(
-        self, path: str, version: str, schematic: Schematic | None = None, dest: str = "out"
+        self,
+        path: str,
+        version: str,
+        schematic: Schematic | None = None,
+        dest: str = "out",
+        *,
+        secureboot: SecureBootAssets | None = None,
+        signers: Signers = NO_SIGNERS,
     ) -> BuildResult:
-        plan = self.plan(path, version, schematic)
+        plan = self.plan(path, version, schematic, secureboot)
         return build(
             plan,
             sources=self.artifacts,
             external_url=EXTERNAL_URL,
             dest=self.root / dest / plan.key,
             scratch_root=self.scratch,
+            signers=signers,
         )
 
     def base_initramfs(self, version: str, arch: str = "amd64") -> Path:

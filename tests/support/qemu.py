@@ -141,11 +141,13 @@ def boot(
     secure_boot: bool = False,
     boot_order: str | None = None,
     network: bool = False,
+    persist_vars: bool = False,
 ) -> BootResult:
     """Boot once and return what the serial port showed.
 
     UEFI uses ``-machine q35`` with OVMF (``ovmf_code``/``ovmf_vars`` override the stock files, e.g. a
-    variable store with enrolled keys; it is copied, never written); ``secure_boot`` adds the SMM
+    variable store with enrolled keys; it is copied, never written, unless ``persist_vars``: then the
+    guest writes ``ovmf_vars`` itself, as firmware enrolling keys must); ``secure_boot`` adds the SMM
     settings the secboot CODE image needs. QEMU is stopped early once the report or an
     ``IMAGE-FACTORY-BOOT-ERROR`` line arrived and the guest does not power off by itself, or when the
     firmware refuses to run an image; on ``timeout`` the whole process group is killed.
@@ -159,8 +161,13 @@ def boot(
             cmd += ["-nic", "none"]
         if firmware == "uefi":
             code = ovmf_code or (OVMF_CODE_SECBOOT if secure_boot else OVMF_CODE)
-            vars_copy = Path(tmp, "OVMF_VARS.fd")
-            shutil.copyfile(ovmf_vars or OVMF_VARS, vars_copy)
+            if persist_vars:
+                if ovmf_vars is None:
+                    raise ValueError("persist_vars needs the ovmf_vars file to write")
+                vars_copy = ovmf_vars
+            else:
+                vars_copy = Path(tmp, "OVMF_VARS.fd")
+                shutil.copyfile(ovmf_vars or OVMF_VARS, vars_copy)
             machine = "q35,smm=on" if secure_boot else "q35"
             cmd += ["-machine", machine]
             if secure_boot:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from common.config import ConfigError, load_config
+from common.config import ConfigError, load_config, resolve_config
 from tests.paths import REPO_ROOT
 
 CHART = REPO_ROOT / "deploy" / "helm" / "image-factory"
@@ -52,9 +52,12 @@ def _template_texts() -> dict[str, str]:
 
 
 def _load(config: dict[str, Any], tmp_path: Path, name: str = "config.yaml") -> Any:
+    """The config loaded as the factory would; our own chart carries no key without effect."""
     path = tmp_path / name
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return load_config([str(path)], environ={})
+    loaded = resolve_config([str(path)], environ={})
+    assert loaded.warnings == []
+    return loaded.config
 
 
 # --------------------------------------------------------------------------------------------------
@@ -186,8 +189,11 @@ def test_documented_but_commented_config_keys_are_valid(tmp_path: Path) -> None:
 
 
 def test_unknown_config_key_is_rejected(tmp_path: Path) -> None:
-    # Guards the two tests above: load_config must really refuse keys it does not know.
-    with pytest.raises(ConfigError):
+    # Guards the two tests above: loading must really refuse keys it does not know, and warn about
+    # upstream's keys that do nothing here (the upstream chart README's cache.oci.enabled).
+    with pytest.raises(ConfigError, match=r"did you mean 'cache\.oci\.registry'"):
+        _load({"cache": {"oci": {"registy": "r"}}}, tmp_path)
+    with pytest.raises(AssertionError):
         _load({"cache": {"oci": {"enabled": True}}}, tmp_path)
 
 

@@ -2,10 +2,12 @@
 steps, ``siderolabs/talos@v1.14.0-rc.1:pkg/imager/imager.go`` and ``pkg/imager/out.go``).
 
 Each output kind is one entry of :data:`OUTPUT_BUILDERS`. Signing services (Secure Boot) are
-passed in as :class:`~worker.imager.signing.Signers` and reach the UKI stage, the one place that
-signs (:func:`worker.imager.uki.build_uki`). Of the Secure Boot outputs only the UKI (and its
-cmdline) are built; ISOs, disk images and installers are refused (501) until signed systemd-boot
-and key enrolment arrive.
+passed in as :class:`~worker.imager.signing.Signers` and used in three places only: the UKI stage
+(:func:`worker.imager.uki.build_uki`: PCR policy, then Authenticode), systemd-boot
+(:meth:`_Build.sd_boot`: Authenticode, as upstream's ``BuildSigned`` writes ``systemd-boot.efi.signed``)
+and the key-enrolment databases of ISOs and disk images (:meth:`_Build.enrollment`:
+``PK.auth``/``KEK.auth``/``db.auth``, :mod:`worker.secureboot.enrollment`). A Secure Boot build
+without both signers fails: an unsigned Secure Boot asset is never produced.
 
 Everything happens in a private scratch folder that is removed whatever happens; the asset is moved
 into ``dest`` only once complete, so a failed or interrupted build leaves nothing a cache could
@@ -30,7 +32,6 @@ from typing import Any, Protocol
 
 from common.artifacts.catalog import ImageDependency
 from common.artifacts.manager import ImageLayers, UnpackedImage
-from common.builds.plan import SECUREBOOT_BUILT
 from common.errors import FactoryError, NotImplementedYetError
 from common.profile.enhance import BuildPlan
 from common.profile.fill import fill_defaults, output_name, validate
@@ -50,8 +51,9 @@ from worker.imager.installer import build_installer_image
 from worker.imager.iso import IsoGenerator, IsoInputs, build_iso, select_generator
 from worker.imager.pieces import NO_PIECES, Pieces, initramfs_key
 from worker.imager.scratch import disk_usage, scratch
-from worker.imager.signing import NO_SIGNERS, Signers
+from worker.imager.signing import NO_SIGNERS, PCRSigner, PESigner, Signers
 from worker.imager.uki import UKIProfile, build_uki
+from worker.secureboot.enrollment import enrollment_auth_files
 
 log = logging.getLogger(__name__)
 
@@ -186,12 +188,6 @@ class _Build:
         builder = OUTPUT_BUILDERS.get(kind)
         if builder is None:
             raise NotImplementedYetError(f"{kind} outputs are not built by this factory yet")
-        if self.profile.secureboot_enabled and kind not in SECUREBOOT_BUILT:
-            # the API refuses these before queueing (plan_request); kept for plans made elsewhere
-            raise NotImplementedYetError(
-                f"Secure Boot {kind} outputs are not built by this factory yet "
-                "(only the Secure Boot UKI and its cmdline are)"
-            )
         builder(self, _Stage(payload, grub, epoch, out, stack, imager_digest))
 
     def initramfs(self, s: _Stage, out: Path) -> None:
@@ -260,8 +256,16 @@ class _Build:
                 uki,
             )
         enroll = SDBootEnrollKeys.OFF
-        if p.secureboot_enabled and p.output.iso_options is not None:
-            enroll = p.output.iso_options.sd_boot_enroll_keys
+        keys: dict[str, Path] = {}
+        cert_der = None
+        if p.secureboot_enabled:
+            if p.output.iso_options is not None:
+                enroll = p.output.iso_options.sd_boot_enroll_keys
+            # upstream's Secure Boot ISO always carries the databases and the certificate (DER), so
+            # `manual` enrolment and a user enrolling by hand both find them, whatever the mode
+            keys = self.enrollment(epoch)
+            cert_der = self.work / "uki-signing-cert.der"
+            cert_der.write_bytes(self.pe_signer().certificate)
         iso_work = self.work / "iso"
         iso_work.mkdir()
         build_iso(
@@ -273,9 +277,13 @@ class _Build:
                 initramfs=initramfs,
                 cmdline=cmdline,
                 uki=uki,
-                sd_boot=payload / "systemd-boot.efi" if uki else None,
+                sd_boot=self.sd_boot(payload) if uki else None,
                 grub_dirs=_grub_dirs(grub),
                 enroll_keys=enroll,
+                uki_signing_cert_der=cert_der,
+                pk_auth=keys.get("PK.auth"),
+                kek_auth=keys.get("KEK.auth"),
+                db_auth=keys.get("db.auth"),
             ),
             out,
             workdir=iso_work,
@@ -302,6 +310,14 @@ class _Build:
             and bootloader is Bootloader.DUAL_BOOT
         ):
             meta.append((META_DISK_IMAGE_BOOTLOADER, Bootloader.DUAL_BOOT.value))
+        enroll_keys, auto_enroll = None, {}
+        if (
+            p.secureboot_enabled
+            and self.quirks.disk_image_enrolls_secureboot_keys()
+            and opts.sd_boot_enroll_keys is not SDBootEnrollKeys.OFF
+        ):
+            # as upstream's buildImage: the line and the databases only when enrolment is on
+            enroll_keys, auto_enroll = opts.sd_boot_enroll_keys, self.enrollment(epoch)
         raw = out.with_name(out.name.rsplit(".", 1)[0] + ".raw")
         disk_work = self.work / "disk"
         disk_work.mkdir()
@@ -317,8 +333,10 @@ class _Build:
                 cmdline=cmdline,
                 grub_dirs=_grub_dirs(grub),
                 uki=uki,
-                sd_boot=payload / "systemd-boot.efi" if uki else None,
+                sd_boot=self.sd_boot(payload) if uki else None,
                 meta=meta,
+                enroll_keys=enroll_keys,
+                auto_enroll=auto_enroll,
             ),
             raw,
             workdir=disk_work,
@@ -345,9 +363,12 @@ class _Build:
         if p.secureboot_enabled or self.quirks.supports_unified_installer():
             uki = self.work / "vmlinuz.efi"
             self.uki(payload, initramfs, cmdline, self.reset_profile(cmdline), epoch, uki)
+            # Secure Boot installers made for Talos < 1.10 name the UKI vmlinuz.efi.signed (upstream
+            # outInstaller: "support for older secureboot installers")
+            signed = p.secureboot_enabled and not self.quirks.use_sdboot_for_uefi()
             files = [
-                (f"usr/install/{arch}/systemd-boot.efi", payload / "systemd-boot.efi"),
-                (f"usr/install/{arch}/vmlinuz.efi", uki),
+                (f"usr/install/{arch}/systemd-boot.efi", self.sd_boot(payload)),
+                (f"usr/install/{arch}/vmlinuz.efi{'.signed' if signed else ''}", uki),
             ]
         else:
             files = [
@@ -376,13 +397,7 @@ class _Build:
     ) -> None:
         signers = None
         if self.profile.secureboot_enabled:
-            pe, pcr = self.signers.pe, self.signers.pcr
-            if pe is None or pcr is None:  # never an unsigned Secure Boot asset
-                raise SecureBootSigningError(
-                    "a Secure Boot UKI needs the PE and PCR signers, and this worker has "
-                    f"{'no' if pe is None and pcr is None else 'only one of'} them (secureBoot configuration)"
-                )
-            signers = (pe, pcr)
+            signers = (self.pe_signer(), self.pcr_signer())
         build_uki(
             stub=payload / "systemd-stub.efi",
             kernel=payload / "vmlinuz",
@@ -395,6 +410,59 @@ class _Build:
             signers=signers,
         )
         self.checkpoint()
+
+    def pe_signer(self) -> PESigner:
+        """The Secure Boot (db) key's signer; a Secure Boot build without it fails (never unsigned)."""
+        if self.signers.pe is None:
+            raise SecureBootSigningError(_missing_signer("PE (secureBoot signing key)"))
+        return self.signers.pe
+
+    def pcr_signer(self) -> PCRSigner:
+        if self.signers.pcr is None:
+            raise SecureBootSigningError(_missing_signer("PCR (secureBoot PCR key)"))
+        return self.signers.pcr
+
+    def sd_boot(self, payload: Path) -> Path:
+        """systemd-boot as it is shipped: the imager's own binary, or under Secure Boot a signed copy
+        (signed once per build and reused by every stage that ships it)."""
+        source = payload / "systemd-boot.efi"
+        if not self.profile.secureboot_enabled:
+            return source
+        signed = self.work / "systemd-boot.efi.signed"
+        if not signed.exists():
+            partial = signed.with_name(signed.name + ".partial")
+            shutil.copyfile(source, partial)
+            partial.chmod(0o644)
+            self.pe_signer().sign_pe(partial)
+            os.replace(partial, signed)
+        return signed
+
+    def enrollment(self, epoch: int) -> dict[str, Path]:
+        """``PK.auth``, ``KEK.auth``, ``db.auth`` enrolling the signing certificate (upstream
+        ``prepareEnrollmentDBs``), with the Microsoft certificates when the schematic asks for them.
+
+        The variables are stamped with the release date, not the wall clock, so the same plan keeps
+        giving byte-identical assets (the timestamp only orders later updates of the same variable).
+        """
+        keys_dir = self.work / "enrollment"
+        if not keys_dir.is_dir():
+            sb = self.profile.input.secure_boot
+            files = enrollment_auth_files(
+                self.pe_signer(),
+                include_well_known=bool(sb and sb.include_well_known_certs),
+                timestamp=datetime.fromtimestamp(epoch, UTC),
+            )
+            keys_dir.mkdir()
+            for name, data in files.items():
+                (keys_dir / name).write_bytes(data)
+        return {path.name: path for path in sorted(keys_dir.iterdir())}
+
+
+def _missing_signer(which: str) -> str:
+    return (
+        f"a Secure Boot build needs the {which} signer and this worker has none "
+        "(secureBoot configuration of the worker)"
+    )
 
 
 def _grub_dirs(grub: Path) -> dict[str, Path]:

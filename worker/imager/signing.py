@@ -32,6 +32,13 @@ class PESigner(Protocol):
         """Signs the PE file at ``path`` in place (its signature appended to the certificate table)."""
         ...
 
+    def sign_digest(self, digest: bytes, hash_name: str = "sha256") -> bytes:
+        """Signs a ``digest`` made with ``hash_name`` with the same key and returns the raw signature
+        (PKCS #1 v1.5 for RSA keys, a DER ``Ecdsa-Sig-Value`` for ECDSA keys): what the Secure Boot
+        key enrolment databases (``PK.auth``, ``KEK.auth``, ``db.auth``) are signed with
+        (:mod:`worker.secureboot.enrollment`)."""
+        ...
+
 
 class PCRSigner(Protocol):
     """Signs PCR policy digests with the PCR signing key."""

@@ -17,14 +17,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from worker.secureboot.base import (
-    CertificateSigner,
-    KeySigner,
-    SignerError,
-    hash_algorithm,
-    load_certificate,
-    read_certificate,
-)
+from common.profile import certificate_sources
+from worker.secureboot.base import CertificateSigner, KeySigner, SignerError, hash_algorithm, read_certificate
 
 __all__ = ["KMSKeySigner", "acm_certificate", "aws_kms_pe_signer"]
 
@@ -83,13 +77,15 @@ class KMSKeySigner(KeySigner):
 
 
 def acm_certificate(certificate_arn: str, region: str | None = None, *, client: Any | None = None) -> bytes:
-    """The DER certificate ``certificate_arn`` from ACM (``secureBoot.awsKMS.certARN``)."""
-    acm = client if client is not None else boto3.client("acm", region_name=region or None)
+    """The DER certificate ``certificate_arn`` from ACM (``secureBoot.awsKMS.certARN``).
+
+    The fetch is :func:`common.profile.certificate_sources.acm_certificate`, the one the API serves
+    ``/secureboot/signing-cert.pem`` with.
+    """
     try:
-        answer = acm.get_certificate(CertificateArn=certificate_arn)
-    except _AWS_ERRORS as exc:
-        raise SignerError(f"ACM certificate {certificate_arn!r}: {exc}") from exc
-    return load_certificate(str(answer["Certificate"]).encode())
+        return certificate_sources.acm_certificate(certificate_arn, region, client=client)
+    except certificate_sources.CertificateSourceError as exc:
+        raise SignerError(str(exc)) from exc
 
 
 def aws_kms_pe_signer(

@@ -122,6 +122,10 @@ class CertificateSigner:
         except AuthenticodeError as exc:
             raise SignerError(str(exc)) from exc
 
+    def sign_digest(self, digest: bytes, hash_name: str = "sha256") -> bytes:
+        """The key's raw signature of ``digest`` (see :meth:`KeySigner.sign_digest`)."""
+        return self._key.sign_digest(digest, hash_name)
+
     def close(self) -> None:
         self._key.close()
 

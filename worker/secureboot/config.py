@@ -6,21 +6,28 @@ Upstream hands the imager the key *locations* inside the profile and the imager 
 :func:`worker.imager.build.build`, so that a missing key, a certificate of another key or a PCR key
 Talos cannot use stops ``image-factory worker`` at start-up (exit status 2) instead of failing every
 Secure Boot build later. The backend is chosen as upstream's ``NewService`` chooses it
-(``siderolabs/image-factory:internal/secureboot/secureboot.go``), via
-:func:`common.profile.secureboot.secureboot_assets`, so the keys used are the ones the profile hash names.
+(``siderolabs/image-factory:internal/secureboot/secureboot.go``; ``secureBoot.pkcs11``, ours, after
+upstream's three), via :func:`common.profile.secureboot.secureboot_assets`, so the keys used are the ones
+the profile hash names; the entry of :data:`worker.secureboot.registry.BACKENDS` that recognises those
+assets opens them. A signer opened before a later one fails is closed again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from common.config.options import SecureBootOptions
 from common.errors import FactoryError
-from common.profile.model import SecureBootAssets
 from common.profile.secureboot import secureboot_assets
 from worker.imager.signing import NO_SIGNERS, Signers
-from worker.secureboot.base import KeySigner, SignerError
+from worker.secureboot.base import CertificateSigner, KeySigner, SignerError
 from worker.secureboot.pcr import pcrpkey_pem
+from worker.secureboot.registry import backend_for
 
 __all__ = ["signers_from_config"]
+
+_Signer = TypeVar("_Signer", CertificateSigner, KeySigner)
 
 
 def signers_from_config(options: SecureBootOptions) -> Signers:
@@ -35,52 +42,33 @@ def signers_from_config(options: SecureBootOptions) -> Signers:
         raise SignerError(exc.message) from exc
     if assets is None:
         return NO_SIGNERS
-    if assets.secure_boot_signer.key_path:
-        return _file_signers(assets)
-    if assets.secure_boot_signer.aws_kms_key_id:
-        return _aws_signers(assets)
-    raise SignerError(
-        "secureBoot.azureKeyVault: Azure Key Vault signing is not supported by this factory yet"
-    )
-
-
-def _file_signers(assets: SecureBootAssets) -> Signers:
-    from worker.secureboot.file import FileKeySigner, file_pe_signer
-
-    sb = assets.secure_boot_signer
+    backend = backend_for(assets)
+    if backend is None:  # secureboot_assets only makes assets some backend recognises
+        raise SignerError(f"secureBoot: no signing backend for {assets.to_yaml_dict()}")
+    pe: CertificateSigner | None = None
     try:
-        pe = file_pe_signer(sb.key_path, sb.cert_path)
-    except SignerError as exc:
-        raise SignerError(
-            f"secureBoot.file.signingKeyPath {sb.key_path} / signingCertPath {sb.cert_path}: {exc}"
-        ) from exc
-    try:
-        pcr = FileKeySigner(assets.pcr_signer.key_path)
-    except SignerError as exc:
-        raise SignerError(f"secureBoot.file.pcrKeyPath {assets.pcr_signer.key_path}: {exc}") from exc
-    _check_pcr_key(pcr, f"secureBoot.file.pcrKeyPath {assets.pcr_signer.key_path}")
+        pe = _open(lambda: backend.pe_signer(assets, options), backend.pe_setting(assets))
+        pcr = _open(lambda: backend.pcr_signer(assets, options), backend.pcr_setting(assets))
+        try:
+            _check_pcr_key(pcr, backend.pcr_setting(assets))
+        except SignerError:
+            pcr.close()
+            raise
+    except SignerError:
+        if pe is not None:
+            pe.close()
+        raise
     return Signers(pe=pe, pcr=pcr)
 
 
-def _aws_signers(assets: SecureBootAssets) -> Signers:
-    from worker.secureboot.aws_kms import KMSKeySigner, aws_kms_pe_signer
-
-    sb, pcr_key = assets.secure_boot_signer, assets.pcr_signer
+def _open(make: Callable[[], _Signer], setting: str) -> _Signer:
+    """``make()``, its failure made one line naming ``setting``."""
     try:
-        pe = aws_kms_pe_signer(
-            sb.aws_kms_key_id,
-            sb.aws_region,
-            cert_path=sb.aws_cert_path or None,
-            cert_arn=sb.aws_cert_arn or None,
-        )
+        return make()
+    except FactoryError as exc:  # a setting of its own (secureBoot.pkcs11.pinFile) that could not be read
+        raise SignerError(exc.message) from exc
     except SignerError as exc:
-        raise SignerError(f"secureBoot.awsKMS.keyID {sb.aws_kms_key_id}: {exc}") from exc
-    try:
-        pcr = KMSKeySigner(pcr_key.aws_kms_key_id, pcr_key.aws_region)
-    except SignerError as exc:
-        raise SignerError(f"secureBoot.awsKMS.pcrKeyID {pcr_key.aws_kms_key_id}: {exc}") from exc
-    _check_pcr_key(pcr, f"secureBoot.awsKMS.pcrKeyID {pcr_key.aws_kms_key_id}")
-    return Signers(pe=pe, pcr=pcr)
+        raise SignerError(f"{setting}: {exc}") from exc
 
 
 def _check_pcr_key(key: KeySigner, setting: str) -> None:

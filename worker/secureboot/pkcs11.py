@@ -1,7 +1,8 @@
 """Keys in a PKCS #11 token (an HSM, a smart card, SoftHSM2), through ``python-pkcs11``.
 
-Not in upstream Talos; configuration will be new keys under ``secureBoot.pkcs11`` (module path, token
-label, PIN, key label), taken as constructor arguments for now. The private key object is found by its
+Not in upstream Talos; configured by our ``secureBoot.pkcs11`` section (``modulePath``, ``tokenLabel``,
+``pin`` or ``pinFile``, ``signingKeyLabel``, ``signingCertPath``, ``pcrKeyLabel``; wired in
+:mod:`worker.secureboot.registry`). The private key object is found by its
 ``CKA_LABEL`` and signs in the token: ``CKM_RSA_PKCS`` over the SHA-256 ``DigestInfo`` built here (the
 token never sees the data), or ``CKM_ECDSA`` over the digest (its raw ``r || s`` answer DER-encoded).
 The certificate comes from a file, or else from the token's certificate object with the same label.
@@ -34,20 +35,21 @@ __all__ = ["PKCS11KeySigner", "pkcs11_pe_signer"]
 
 
 class PKCS11KeySigner(KeySigner):
-    """The private key labelled ``key_label`` in the token labelled ``token_label``, logged in with ``pin``.
+    """The private key labelled ``key_label`` in the token labelled ``token_label``, logged in with ``pin``
+    (``None``: no login, for tokens whose keys are visible without one).
 
     One session is opened for the signer's life and used under a lock (PKCS #11 sessions are not
     meant to be shared between threads); :meth:`close` closes it.
     """
 
-    def __init__(self, module_path: str | Path, token_label: str, pin: str, key_label: str) -> None:
+    def __init__(self, module_path: str | Path, token_label: str, pin: str | None, key_label: str) -> None:
         self._lock = threading.Lock()
         self._key_label = key_label
         try:
             lib = pkcs11.lib(str(module_path))
             token = lib.get_token(token_label=token_label)
             try:
-                self._session = token.open(user_pin=pin)
+                self._session = token.open(user_pin=pin or None)
             except pkcs11.UserAlreadyLoggedIn:  # another signer of this process is logged in to the token
                 self._session = token.open()
         except (pkcs11.PKCS11Error, RuntimeError) as exc:
@@ -118,7 +120,7 @@ class PKCS11KeySigner(KeySigner):
 def pkcs11_pe_signer(
     module_path: str | Path,
     token_label: str,
-    pin: str,
+    pin: str | None,
     key_label: str,
     cert_path: str | Path | None = None,
 ) -> CertificateSigner:

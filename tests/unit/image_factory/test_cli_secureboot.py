@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from common.cache.signing import generate_key_pem
 from image_factory import cli
+from tests.support.azure_keyvault import KeyVaultStandIn
 from tests.support.secureboot import make_key_pair
 
 
@@ -116,4 +117,41 @@ def test_unreadable_and_mismatched_keys_are_refused(tmp_path: Path, no_start: li
         tmp_path, signingKeyPath=str(db.key_path), signingCertPath=str(missing), pcrKeyPath=str(pcr.key_path)
     )
     _refused(capsys, cfg, "api", "secureBoot.file.signingCertPath", str(missing))
+    assert no_start == []
+
+
+def _azure_config(tmp_path: Path, key_vault: KeyVaultStandIn, key_name: str = "pcr") -> Path:
+    cfg = _config(tmp_path)
+    data = yaml.safe_load(cfg.read_text())
+    data["secureBoot"] = {
+        "enabled": True,
+        "azureKeyVault": {"url": key_vault.url, "certificateName": "db", "keyName": key_name},
+    }
+    cfg.write_text(yaml.safe_dump(data))
+    return cfg
+
+
+def test_azure_key_vault_starts_both(
+    tmp_path: Path, key_vault: KeyVaultStandIn, no_start: list[str], capsys: Any
+) -> None:
+    """Both processes reach the vault with ``DefaultAzureCredential`` (here: managed identity)."""
+    key_vault.create_certificate("db")
+    key_vault.create_key("pcr")
+    cfg = _azure_config(tmp_path, key_vault)
+    assert _run(capsys, cfg, "worker")[0] == 0
+    assert _run(capsys, cfg, "api")[0] == 0
+    assert no_start == ["worker", "api"]
+    assert key_vault.tokens_issued
+
+
+def test_azure_key_vault_refusals(
+    tmp_path: Path, key_vault: KeyVaultStandIn, no_start: list[str], capsys: Any
+) -> None:
+    cfg = _azure_config(tmp_path, key_vault)
+    _refused(capsys, cfg, "worker", "secureBoot.azureKeyVault.certificateName db", "CertificateNotFound")
+    _refused(capsys, cfg, "api", "secureBoot.azureKeyVault.certificateName db", "CertificateNotFound")
+    key_vault.create_certificate("db")
+    key_vault.create_key("pcr-ec", "ec")
+    cfg = _azure_config(tmp_path, key_vault, "pcr-ec")
+    _refused(capsys, cfg, "worker", "secureBoot.azureKeyVault.keyName pcr-ec", "must be RSA")
     assert no_start == []

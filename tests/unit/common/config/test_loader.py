@@ -52,7 +52,20 @@ def test_default_env_prefix_is_always_applied() -> None:
             lambda c: c.http.allowedOrigins,
             ["https://a", "https://b"],
         ),
+        ({"IF_HTTP_ALLOWEDORIGINS": "[*]"}, lambda c: c.http.allowedOrigins, ["*"]),  # the seed's form
+        ({"IF_HTTP_ALLOWEDORIGINS": "*"}, lambda c: c.http.allowedOrigins, ["*"]),
+        (
+            {"IF_HTTP_ALLOWEDORIGINS": "[https://a, 'https://b',]"},
+            lambda c: c.http.allowedOrigins,
+            ["https://a", "https://b"],
+        ),
+        ({"IF_HTTP_ALLOWEDORIGINS": "[]"}, lambda c: c.http.allowedOrigins, []),
         ({"IF_BUILD_BROKENTALOSVERSIONS": '["1.9.1"]'}, lambda c: c.build.brokenTalosVersions, ["1.9.1"]),
+        (
+            {"IF_BUILD_BROKENTALOSVERSIONS": "[1.9.1, v1.10.0]"},
+            lambda c: c.build.brokenTalosVersions,
+            ["1.9.1", "v1.10.0"],
+        ),
         (
             {"IF_ARTIFACTS_REFRESHINTERVAL": "1h30m"},
             lambda c: c.artifacts.refreshInterval,
@@ -152,7 +165,7 @@ def test_repository_shorthand_string(tmp_path: Path) -> None:
             'expected a duration such as "5m0s": time: missing unit in duration "5"',
         ),
         (
-            {"IF_HTTP_ALLOWEDORIGINS": "[*]"},
+            {"IF_HTTP_ALLOWEDORIGINS": '["*"'},
             "http.allowedOrigins (from env IF_HTTP_ALLOWEDORIGINS): expected a JSON list",
         ),
         ({"IF_HTTP_LISTEN": "x"}, "unknown configuration key 'http.listen' (from env IF_HTTP_LISTEN)"),

@@ -39,6 +39,13 @@ OURS = {
     "artifacts.storageDir",
     "artifacts.storageMaxSize",
     "containerSignature.trustedRootFile",
+    "secureBoot.pkcs11.modulePath",
+    "secureBoot.pkcs11.tokenLabel",
+    "secureBoot.pkcs11.pin",
+    "secureBoot.pkcs11.pinFile",
+    "secureBoot.pkcs11.signingKeyLabel",
+    "secureBoot.pkcs11.signingCertPath",
+    "secureBoot.pkcs11.pcrKeyLabel",
 }
 
 
@@ -70,8 +77,8 @@ def test_default_yaml_matches_the_published_reference() -> None:
 def test_default_env_matches_the_published_reference() -> None:
     seed = dict(line.split("=", 1) for line in _seed_block("env").splitlines() if line.strip())
     ours = dict(line.split("=", 1) for line in to_env(load_config([], environ={})).splitlines())
-    # The published reference prints `[*]`, which is not JSON and would be read back as the origin
-    # "[*]"; we print the JSON form that round-trips.
+    # The published reference prints `[*]`, which is not JSON (upstream would read it back as the origin
+    # "[*]"; we read it as ["*"], test_compat.py); we print the JSON form, which upstream reads too.
     assert seed.pop("IF_HTTP_ALLOWEDORIGINS") == "[*]"
     assert ours.pop("IF_HTTP_ALLOWEDORIGINS") == '["*"]'
     assert {k: ours[k] for k in seed} == seed

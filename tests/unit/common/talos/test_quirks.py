@@ -56,6 +56,7 @@ TABLE: list[tuple[str, list[tuple[str, object]]]] = [
     ("drop_init_on_alloc", [("1.13.4", False), ("1.14.0-rc.1", True), ("garbage", True)]),
     ("nvme_io_timeout_aws_only", [("1.13.4", False), ("1.14.0", True), ("garbage", True)]),
     ("forces_lockdown_confidentiality", [("1.13.4", True), ("1.14.0", False), ("garbage", False)]),
+    ("disk_image_enrolls_secureboot_keys", [("1.13.9", False), ("1.14.0", True), ("garbage", True)]),
     (
         "xfs_mkfs_config",
         [

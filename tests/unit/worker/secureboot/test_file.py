@@ -21,7 +21,7 @@ from worker.imager.signing import PCRSigner, PESigner, Signers
 from worker.secureboot.authenticode import read_layout
 from worker.secureboot.base import SignerError
 from worker.secureboot.file import FileKeySigner, file_pe_signer
-from worker.secureboot.registry import PE_SIGNER_BACKENDS, pe_signer
+from worker.secureboot.registry import BACKENDS, pe_signer
 
 
 @pytest.mark.parametrize(
@@ -117,9 +117,9 @@ def test_unusable_keys_are_refused(tmp_path: Path, rsa_pair: KeyPair) -> None:
 
 
 def test_registry(efi: Path, rsa_pair: KeyPair) -> None:
-    assert set(PE_SIGNER_BACKENDS) == {"file", "awsKMS", "pkcs11"}
+    assert list(BACKENDS) == ["file", "azureKeyVault", "awsKMS", "pkcs11"]  # secureboot_assets' order
     signer = pe_signer("file", key_path=rsa_pair.key_path, cert_path=rsa_pair.cert_path)
     signer.sign_pe(efi)
     assert_sbverify_ok(rsa_pair.cert_path, efi)
     with pytest.raises(KeyError):
-        pe_signer("azureKeyVault")
+        pe_signer("signerd")

@@ -1,104 +1,24 @@
-"""The PKCS #11 backend against SoftHSM2: keys generated inside a token, certificates made through it."""
+"""The PKCS #11 backend against SoftHSM2 (``tests/support/softhsm.py``): keys generated inside a token,
+certificates made through it; directly and from the ``secureBoot.pkcs11`` configuration."""
 
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import pkcs11
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
-from pkcs11 import Attribute, CertificateType, KeyType, ObjectClass
-from pkcs11.util.ec import encode_named_curve_parameters
 
-from tests.support.secureboot import (
-    assert_sbverify_ok,
-    flip_byte,
-    sbverify,
-    write_pem_certificate,
-)
+from common.config.options import PKCS11Options, SecureBootOptions
+from tests.support.secureboot import assert_sbverify_ok, flip_byte, sbverify
+from tests.support.softhsm import PIN, TOKEN, SoftHSM
 from worker.secureboot.authenticode import read_layout
-from worker.secureboot.base import SignerError
-from worker.secureboot.certificate import self_signed_certificate
+from worker.secureboot.base import KeySigner, SignerError
+from worker.secureboot.config import signers_from_config
 from worker.secureboot.pkcs11 import PKCS11KeySigner, pkcs11_pe_signer
-
-TOKEN = "factory-db"
-PIN = "5678"
-SO_PIN = "1234"
-MODULE_CANDIDATES = (
-    "/usr/lib/softhsm/libsofthsm2.so",
-    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
-)
-
-
-@dataclass(frozen=True)
-class SoftHSM:
-    module: str
-    certs: Path  # PEM certificates of the token's keys, by label
-
-
-@pytest.fixture(scope="module")
-def softhsm(tmp_path_factory: pytest.TempPathFactory, signing_tools: None) -> Iterator[SoftHSM]:
-    """One SoftHSM2 token (its config and store in a temp dir) with an RSA and an EC key pair.
-
-    SoftHSM reads ``SOFTHSM2_CONF`` when the library is initialised, once per process, so the token is
-    created, filled and used under one configuration for the whole module.
-    """
-    root = tmp_path_factory.mktemp("softhsm")
-    (root / "tokens").mkdir()
-    conf = root / "softhsm2.conf"
-    conf.write_text(
-        f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n"
-    )
-    module = next((m for m in MODULE_CANDIDATES if os.path.exists(m)), None)
-    assert module is not None, "libsofthsm2.so not found"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SOFTHSM2_CONF", str(conf))
-        subprocess.run(
-            ["softhsm2-util", "--init-token", "--free", "--label", TOKEN, "--so-pin", SO_PIN, "--pin", PIN],
-            check=True,
-            capture_output=True,
-        )
-        lib = pkcs11.lib(module)
-        lib.reinitialize()  # a library initialised by an earlier test module would not see the new token
-        token = lib.get_token(token_label=TOKEN)
-        with token.open(rw=True, user_pin=PIN) as session:
-            session.generate_keypair(KeyType.RSA, 2048, label="db-rsa", store=True)
-            params = session.create_domain_parameters(
-                KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")}, local=True
-            )
-            params.generate_keypair(store=True, label="db-ec")
-        certs = root / "certs"
-        certs.mkdir()
-        for label in ("db-rsa", "db-ec"):
-            key = PKCS11KeySigner(module, TOKEN, PIN, label)
-            try:
-                der = self_signed_certificate(key, f"PKCS#11 {label}")
-            finally:
-                key.close()
-            write_pem_certificate(certs / f"{label}.pem", der)
-            if label == "db-rsa":  # the RSA one is also stored in the token, the EC one only on disk
-                subject = x509.load_der_x509_certificate(der).subject.public_bytes()
-                with token.open(rw=True, user_pin=PIN) as session:
-                    session.create_object(
-                        {
-                            Attribute.CLASS: ObjectClass.CERTIFICATE,
-                            Attribute.CERTIFICATE_TYPE: CertificateType.X_509,
-                            Attribute.TOKEN: True,
-                            Attribute.LABEL: label,
-                            Attribute.SUBJECT: subject,
-                            Attribute.VALUE: der,
-                        }
-                    )
-        yield SoftHSM(module, certs)
 
 
 def test_rsa_key_and_certificate_from_the_token(efi: Path, softhsm: SoftHSM) -> None:
@@ -171,3 +91,72 @@ def test_errors(softhsm: SoftHSM) -> None:
         pkcs11_pe_signer(softhsm.module, TOKEN, PIN, "db-ec")
     with pytest.raises(SignerError, match="public key is not the signing key"):
         pkcs11_pe_signer(softhsm.module, TOKEN, PIN, "db-ec", cert_path=softhsm.certs / "db-rsa.pem")
+
+
+# ------------------------------------------------------------------------ from secureBoot.pkcs11
+
+
+def _options(softhsm: SoftHSM, **pkcs11: str) -> SecureBootOptions:
+    settings = {
+        "modulePath": softhsm.module,
+        "tokenLabel": TOKEN,
+        "signingKeyLabel": "db-rsa",
+        "pcrKeyLabel": "db-rsa",
+    }
+    return SecureBootOptions(enabled=True, pkcs11=PKCS11Options(**(settings | pkcs11)))
+
+
+def _verifies(key: KeySigner) -> None:
+    digest = hashlib.sha256(b"policy").digest()
+    public = serialization.load_der_public_key(key.public_key)
+    assert isinstance(public, rsa.RSAPublicKey)
+    public.verify(key.sign_digest(digest), digest, padding.PKCS1v15(), Prehashed(hashes.SHA256()))
+
+
+def test_from_config_with_a_pin_file(efi: Path, tmp_path: Path, softhsm: SoftHSM) -> None:
+    """One key signs both (PE and PCR), its certificate read from the token, the PIN from a file."""
+    pin_file = tmp_path / "pin"
+    pin_file.write_text(PIN + "\n")
+    signers = signers_from_config(_options(softhsm, pinFile=str(pin_file)))
+    assert signers.pe is not None and signers.pcr is not None
+    try:
+        signers.pe.sign_pe(efi)
+        _verifies(signers.pcr)
+    finally:
+        signers.pe.close()
+        signers.pcr.close()
+    assert_sbverify_ok(softhsm.certs / "db-rsa.pem", efi)
+
+
+def test_from_config_with_a_certificate_file(efi: Path, softhsm: SoftHSM) -> None:
+    cert = softhsm.certs / "db-ec.pem"
+    signers = signers_from_config(
+        _options(softhsm, pin=PIN, signingKeyLabel="db-ec", signingCertPath=str(cert))
+    )
+    assert signers.pe is not None and signers.pcr is not None
+    try:
+        signers.pe.sign_pe(efi)
+        _verifies(signers.pcr)
+    finally:
+        signers.pe.close()
+        signers.pcr.close()
+    assert_sbverify_ok(cert, efi)
+
+
+def test_from_config_refusals(tmp_path: Path, softhsm: SoftHSM) -> None:
+    def refused(options: SecureBootOptions, *needles: str) -> None:
+        with pytest.raises(SignerError) as info:
+            signers_from_config(options)
+        message = str(info.value)
+        assert "\n" not in message, message
+        for needle in needles:
+            assert needle in message, message
+
+    refused(
+        _options(softhsm, pin=PIN, pcrKeyLabel="db-ec"), "secureBoot.pkcs11.pcrKeyLabel db-ec", "must be RSA"
+    )
+    refused(_options(softhsm, pin="0000"), "secureBoot.pkcs11.signingKeyLabel db-rsa", "cannot open")
+    refused(_options(softhsm), "secureBoot.pkcs11.signingKeyLabel db-rsa", "NoSuchKey")  # no PIN, no login
+    refused(_options(softhsm, pinFile=str(tmp_path / "missing")), "secureBoot.pkcs11.pinFile", "cannot read")
+    refused(_options(softhsm, pin=PIN, signingKeyLabel="db-ec"), "db-ec", "no certificate")
+    refused(_options(softhsm, pin=PIN, modulePath=str(tmp_path / "missing.so")), "module", "cannot open")
