@@ -109,7 +109,7 @@ def _assert_booted(result: BootResult, cmdline: str, *, secureboot: bool) -> Non
     assert result.report["cmdline"] == cmdline, result.describe()
 
 
-def test_signed_uki_boots_under_secure_boot_and_a_tampered_one_does_not(
+def test_signed_uki_boots_under_secure_boot_and_tampered_or_unsigned_ones_do_not(
     sb: SecureBootBuilds, tmp_path: Path
 ) -> None:
     path = "metal-amd64-secureboot-uki.efi"
@@ -128,6 +128,10 @@ def test_signed_uki_boots_under_secure_boot_and_a_tampered_one_does_not(
     shutil.copyfile(uki, tampered)
     flip_byte(tampered, tampered.stat().st_size // 2)  # inside .linux/.initrd: covered by the signature
     refused = run(tampered, "tampered")
+    assert refused.report is None and refused.refused is not None, refused.describe()
+
+    unsigned = sb.harness.build("metal-amd64-uki.efi", VERSION, SCHEMATIC).path  # Secure Boot off
+    refused = run(unsigned, "unsigned")
     assert refused.report is None and refused.refused is not None, refused.describe()
 
 

@@ -302,9 +302,14 @@ def test_disabled_secure_boot_is_a_400(disabled: Stack) -> None:
         "metal-amd64-secureboot-uki.efi",
         "cmdline-metal-amd64-secureboot",
         "metal-amd64-secureboot.iso",
+        "metal-amd64-secureboot.raw.xz",
+        "installer-amd64-secureboot.tar",
+        "metal-installer-amd64-secureboot.tar",
     ):
         response = _get(disabled, sid, path)
         assert response.status_code == 400, response.text
         assert "secure boot is disabled" in response.text
+    pxe = requests.get(f"{disabled.api.url}/pxe/{sid}/{VERSION}/metal-amd64-secureboot", timeout=30)
+    assert pxe.status_code == 400 and "secure boot is disabled" in pxe.text, pxe.text
     cert = requests.get(f"{disabled.api.url}/secureboot/signing-cert.pem", timeout=30)
     assert cert.status_code == 500  # upstream: ErrDisabled reaches the handler untagged
