@@ -4,12 +4,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Services the tests start, the fixture release builder (devstack/debian.py SYSTEM_PACKAGES), QEMU and
-# the independent clients the tests cross-check with (skopeo, podman, openssl).
+# the independent clients the tests cross-check with (skopeo, podman, openssl; promtool from prometheus
+# checks the metrics and the chart's alert rules).
 SYSTEM_PACKAGES := redis-server docker-registry skopeo podman openssl python3-venv \
 	apt dpkg kmod squashfs-tools xz-utils zstd gcc libc6-dev qemu-system-x86 qemu-utils ovmf gdisk \
 	xorriso grub-common grub-pc-bin grub-efi-amd64-bin mtools dosfstools squashfs-tools-ng cpio \
 	xfsprogs libfaketime pigz fdisk gpgv debian-archive-keyring gpg gpg-agent \
-	sbsigntool osslsigncode efitools softhsm2 systemd swtpm libtss2-esys-3.0.2-0 libtss2-rc0 strace
+	sbsigntool osslsigncode efitools softhsm2 systemd swtpm libtss2-esys-3.0.2-0 libtss2-rc0 strace \
+	prometheus
 PYTEST_ARGS ?=
 
 .PHONY: run stop test lint typecheck unit integration docs system-deps clean

@@ -6,6 +6,7 @@ from flask import Flask
 
 from api.cors import CORSMiddleware
 from api.errors import register_error_handlers
+from api.metrics import instrument
 from api.middleware import register_middleware
 from api.routes import builds, health, image, keys, meta, pxe, registry, schematics, secureboot, talosctl
 from common.builds.waiter import Waiter
@@ -25,6 +26,7 @@ def create_app(config: Config, services: Services | None = None) -> Flask:
     app.extensions["delivery"] = delivery
     app.extensions["installers"] = InstallerImages(delivery)
     register_middleware(app)
+    instrument(app, svc.metrics)  # HTTP metrics per route (nothing when metrics.addr is empty)
     register_error_handlers(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(schematics.bp)

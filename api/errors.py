@@ -1,4 +1,10 @@
-"""Map every failure to upstream's plain-text error bodies (message + newline)."""
+"""Map every failure to upstream's plain-text error bodies (message + newline).
+
+Clients of a 500 get upstream's bare ``internal server error``; the log gets the cause: every 5xx is
+logged with the exception and its traceback, the request id and, once the request named a build, the
+build key. A build's failure is the worker's, so its line carries the cause and the worker's
+traceback as the build record kept them.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,8 @@ from flask import Flask, Response
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from common.errors import FactoryError
+from common.logging import build_key_var, request_id_var
+from common.outages import OUTAGE_ERRORS, as_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +32,18 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(FactoryError)
     def factory_error(exc: FactoryError) -> Response:
         if exc.status >= 500:
-            log.error("request failed", extra={"error": exc.message})
+            log_failure(exc, exc.status)
         resp = text_response(exc.message if exc.status != 500 else "internal server error", exc.status)
         if exc.status == 503:
             resp.headers["Retry-After"] = str(getattr(exc, "retry_after", 5))
         return resp
+
+    def outage(exc: Exception) -> Response:
+        """Redis or the broker is down: 503 + Retry-After, as for any unavailable dependency."""
+        return factory_error(as_unavailable(exc))
+
+    for kind in OUTAGE_ERRORS:
+        app.register_error_handler(kind, outage)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
@@ -49,5 +64,27 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
-        log.exception("unexpected error")
+        log_failure(exc, 500)
         return text_response("internal server error", 500)
+
+
+def log_failure(exc: BaseException, status: int) -> None:
+    """One error line for a 5xx: what failed and why, with the request id and the build key (every
+    error handler that answers a 5xx calls it, the registry frontend's too)."""
+    fields: dict[str, object] = {
+        "status": status,
+        "request_id": request_id_var.get(),
+        "error": str(exc),
+        "cause": f"{type(exc).__name__}: {exc}",
+    }
+    key = getattr(exc, "key", "") or build_key_var.get()
+    if key:
+        fields["key"] = key
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, str):  # a build's failure (common.delivery.BuildFailedError): the worker's cause
+        fields["cause"] = cause or "unknown (the build record kept no cause)"
+        fields["worker_traceback"] = getattr(exc, "traceback", "")
+        log.error("request failed: build %s failed: %s", key, fields["cause"], extra=fields)
+        return
+    # a 503 names the dependency that is down; its traceback, once per request of an outage, says nothing more
+    log.error("request failed: %s", fields["cause"], exc_info=exc if status != 503 else None, extra=fields)

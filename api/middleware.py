@@ -9,7 +9,7 @@ import uuid
 
 from flask import Flask, Response, g, request
 
-from common.logging import request_id_var
+from common.logging import build_key_var, request_id_var
 from common.version import SERVER_HEADER
 
 log = logging.getLogger("api.request")
@@ -27,6 +27,7 @@ def register_middleware(app: Flask) -> None:
         g.request_id = rid
         g.started = time.perf_counter()
         g.request_id_token = request_id_var.set(rid)
+        g.build_key_token = build_key_var.set("")  # set once the request names a build (Delivery.locate)
 
     @app.after_request
     def finish(response: Response) -> Response:
@@ -59,3 +60,6 @@ def register_middleware(app: Flask) -> None:
         token = g.pop("request_id_token", None)
         if token is not None:
             request_id_var.reset(token)
+        key_token = g.pop("build_key_token", None)
+        if key_token is not None:
+            build_key_var.reset(key_token)

@@ -7,6 +7,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -154,12 +155,37 @@ def asset_response(
     if request.method == "HEAD":  # an iterable, not bytes, so Werkzeug keeps our Content-Length
         return Response([], status=status, headers=headers, content_type=content_type)
     return Response(
-        asset.read(start, length),
+        Primed(asset.read(start, length)),
         status=status,
         headers=headers,
         content_type=content_type,
         direct_passthrough=True,
     )
+
+
+class Primed(Iterator[bytes]):
+    """``chunks`` with its first chunk read now, inside the request handler.
+
+    A backend that cannot be reached fails on the first read. Read lazily by the WSGI server, that
+    would be after the handler returned, where gunicorn can only answer its own HTML 500; read here,
+    it is the handler's error: 503 with ``Retry-After`` for an unreachable registry or S3. Closing
+    closes ``chunks`` (the backend connection), as the server does when a client goes away.
+    """
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._first: bytes | None = next(chunks, None)
+
+    def __next__(self) -> bytes:
+        first, self._first = self._first, None
+        if first is not None:
+            return first
+        return next(self._chunks)
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
 
 
 def _html_escape(text: str) -> str:

@@ -42,6 +42,13 @@ class UnavailableError(FactoryError):
     status = 503
 
 
+class BadSourceError(FactoryError):
+    """A source registry served something this factory must not use (content that does not match its
+    digest): 502 naming the image and the reason. Upstream answers 500 ``internal server error``."""
+
+    status = 502
+
+
 class NotImplementedYetError(FactoryError):
     """A valid request for an output this factory cannot build yet (named in the message)."""
 

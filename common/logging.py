@@ -1,4 +1,4 @@
-"""Structured JSON logs on stderr, with the request id of whatever is being served or built."""
+"""Structured JSON logs on stderr, with the request id (and build key) of what is being served or built."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from pythonjsonlogger.json import JsonFormatter
 
 #: The X-Request-ID of the HTTP request (or of the request that enqueued a Celery task).
 request_id_var: ContextVar[str] = ContextVar("request_id", default="")
+#: The build key (profile hash) the current HTTP request is about, once known: every later log line of
+#: the request carries it as ``key``, as the worker's lines about that build do.
+build_key_var: ContextVar[str] = ContextVar("build_key", default="")
 
 #: Upstream's zap levels; dpanic/panic/fatal have no Python counterpart and map to CRITICAL.
 LEVELS = {
@@ -28,6 +31,9 @@ class _RequestIdFilter(logging.Filter):
         rid = request_id_var.get()
         if rid and not hasattr(record, "request_id"):
             record.request_id = rid
+        key = build_key_var.get()
+        if key and not hasattr(record, "key"):
+            record.key = key
         return True
 
 

@@ -23,7 +23,8 @@ from common.cache.base import AssetCache
 from common.cache.signing import CacheSigner, FileCacheSigner
 from common.config import Config
 from common.cosign.source import verifier_from_config
-from common.readiness import Check, readiness_checks
+from common.metrics import NULL_METRICS, Metrics, metrics_for
+from common.readiness import Check, dependency_checks
 from common.registry.client import RegistryClient
 from common.schematic.lru import SchematicLRU
 from common.schematic.service import SchematicService
@@ -40,7 +41,9 @@ class Services:
     publisher: BuildPublisher
     cache: AssetCache
     builds: BuildState
+    # the dependencies /readyz?verbose reports (they never make the process unready: common.readiness)
     readiness: dict[str, Check] = field(default_factory=dict)
+    metrics: Metrics = NULL_METRICS  # metrics.addr set: the process's Prometheus backend
 
 
 def storage_dir(config: Config) -> Path:
@@ -51,12 +54,13 @@ def scratch_dir(config: Config) -> Path:
     return Path(config.build.scratchDir or os.path.join(tempfile.gettempdir(), "image-factory-builds"))
 
 
-def build_artifacts(config: Config) -> ArtifactsManager:
+def build_artifacts(config: Config, metrics: Metrics = NULL_METRICS) -> ArtifactsManager:
     store = ArtifactStore(storage_dir(config), config.artifacts.storageMaxSize)
-    return ArtifactsManager(config, store, verifier_from_config(config.containerSignature))
+    return ArtifactsManager(config, store, verifier_from_config(config.containerSignature, metrics))
 
 
 def build_services(config: Config) -> Services:
+    metrics = metrics_for(config)
     client = redis.Redis.from_url(
         config.redis.url, socket_timeout=5.0, socket_connect_timeout=2.0, health_check_interval=30
     )
@@ -64,18 +68,21 @@ def build_services(config: Config) -> Services:
         SchematicStorage(RegistryClient(config.artifacts.schematic)),
         SchematicLRU(config.cache.schematic.capacity, config.cache.schematic.negativeTTL.total_seconds()),
         client,
+        metrics,
     )
     signer = FileCacheSigner.from_path(config.cache.signingKeyPath)
+    artifacts = build_artifacts(config, metrics)
     return Services(
         config=config,
         redis=client,
         schematics=schematics,
-        artifacts=build_artifacts(config),
+        artifacts=artifacts,
         cache_signer=signer,
         publisher=BuildPublisher(config),
-        cache=build_cache(config, signer),
+        cache=build_cache(config, signer, metrics),
         builds=build_state(config, client),
-        readiness=readiness_checks(config, client),
+        readiness=dependency_checks(config, client, artifacts.versions_note),
+        metrics=metrics,
     )
 
 

@@ -69,6 +69,8 @@ def factory_config(
             "oci": {**repo, "namespace": "siderolabs/image-factory", "repository": "cache"},
             "signingKeyPath": str(signing_key or default_signing_key()),
         },
+        # Off unless asked for: processes on one host cannot all listen on upstream's :2122.
+        "metrics": {"addr": ""},
     }
     if port is not None:
         config["http"] = {"httpListenAddr": f"{LOOPBACK}:{port}", "externalURL": f"http://{LOOPBACK}:{port}/"}

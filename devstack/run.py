@@ -38,6 +38,7 @@ from devstack.services import (
     S3Server,
     Service,
     ServiceError,
+    free_port,
     port_is_free,
     venv_bin,
 )
@@ -47,6 +48,7 @@ log = logging.getLogger("devstack")
 BUCKET = "image-factory"
 PID_FILE = "devstack.pid"
 CONFIG_FILE = "config.yaml"
+WORKER_CONFIG_FILE = "worker-config.yaml"  # the same, but for the worker's own metrics port
 
 
 class _Shutdown(BaseException):
@@ -164,8 +166,19 @@ def _raise_shutdown(signum: int, frame: FrameType | None) -> None:
     raise _Shutdown(signum)
 
 
+def _metrics_addr(preferred: int) -> str:
+    """Upstream's metrics port (and the next one for the worker) when free, else any free port."""
+    return f"{LOOPBACK}:{preferred if port_is_free(preferred) else free_port()}"
+
+
 def _banner(
-    api: FactoryAPI, registry: RegistryServer, s3: S3Server, redis_url: str, reused: bool, state: Path
+    api: FactoryAPI,
+    registry: RegistryServer,
+    s3: S3Server,
+    redis_url: str,
+    reused: bool,
+    state: Path,
+    metrics: tuple[str, str] = ("", ""),
 ) -> str:
     redis_note = "reused from IF_REDIS_URL" if reused else "private"
     return "\n".join(
@@ -177,6 +190,7 @@ def _banner(
             f"  S3        {s3.url}  bucket {BUCKET}, key {s3.access_key}/{s3.secret_key}, region {s3.region}",
             f"  Redis     {redis_url}  ({redis_note})",
             f"  Config    {state / CONFIG_FILE}",
+            f"  Metrics   http://{metrics[0]}/metrics (API), http://{metrics[1]}/metrics (worker)",
             f"  SecureBoot on, development keys in {state / 'secureboot'}/ "
             f"(certificate: http://{LOOPBACK}:{api.port}/secureboot/signing-cert.pem)",
             f"  Logs      {state / 'logs'}/",
@@ -255,16 +269,20 @@ def run(state_dir: Path, port: int, factory_bin: str | None) -> int:
             **{"artifacts.storageDir": str(state / "artifacts")},
             # every -secureboot asset works out of the box, signed with a development key set
             **development_keys(state / "secureboot"),
+            **{"metrics.addr": _metrics_addr(2122)},
         )
         write_config(config_path, config)
         log.info("wrote %s", config_path)
+        metrics = (config["metrics"]["addr"], _metrics_addr(2123))
+        worker_config_path = state / WORKER_CONFIG_FILE
+        write_config(worker_config_path, {**config, "metrics": {"addr": metrics[1]}})
 
         api = FactoryAPI(binary, config_path, state, port, logs / "api.log")
         start(api)
         # port 0: the worker listens on nothing (and an explicit port disables port-race retries)
-        start(FactoryWorker(binary, config_path, state, 0, logs / "worker.log"))
+        start(FactoryWorker(binary, worker_config_path, state, 0, logs / "worker.log"))
 
-        print(_banner(api, registry, s3, redis_url, reused, state), flush=True)
+        print(_banner(api, registry, s3, redis_url, reused, state, metrics), flush=True)
         reported: set[str] = set()
         while True:
             for service in services:
@@ -272,8 +290,8 @@ def run(state_dir: Path, port: int, factory_bin: str | None) -> int:
                     continue
                 if isinstance(service, (FactoryAPI, FactoryWorker)):
                     raise _ChildDied(service)
-                # A backing service going away is something to observe (/readyz turns 503 and names
-                # it), not a reason to take the factory down.
+                # A backing service going away is something to observe (/readyz?verbose names it;
+                # the routes that need it answer 503), not a reason to take the factory down.
                 reported.add(service.name)
                 log.warning("%s exited (code %s); the factory runs on", service.name, service.returncode)
             time.sleep(0.5)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from common.config import Config, ConfigError, load_config, resolve_config
 from common.config.explain import explain
@@ -85,7 +86,23 @@ def _show_config(specs: list[str], fmt: str, explained: bool) -> int:
     return 0
 
 
+def _with_metrics(config: Config, role: str, run: Callable[[], int]) -> int:
+    """Runs the service with its metrics listener (and a worker's heartbeat): ``image_factory.metrics``."""
+    from image_factory.metrics import process_metrics
+
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(process_metrics(config, role))
+        except (OSError, ValueError) as exc:
+            return _fail(f"metrics: cannot serve on metrics.addr {config.metrics.addr!r}: {exc}")
+        return run()
+
+
 def _run_api(config: Config, log_level: str) -> int:
+    return _with_metrics(config, "api", lambda: _serve_api(config, log_level))
+
+
+def _serve_api(config: Config, log_level: str) -> int:
     from api.server import serve
     from common.errors import FactoryError
     from common.profile.secureboot import signing_certificate_pem
@@ -100,6 +117,10 @@ def _run_api(config: Config, log_level: str) -> int:
 
 
 def _run_worker(config: Config, log_level: str, concurrency: int | None, queues: str | None) -> int:
+    return _with_metrics(config, "worker", lambda: _serve_worker(config, log_level, concurrency, queues))
+
+
+def _serve_worker(config: Config, log_level: str, concurrency: int | None, queues: str | None) -> int:
     from common.builds.queue import BUILD_QUEUE
     from common.cache.signing import FileCacheSigner
     from worker.app import create_celery

@@ -6,8 +6,15 @@ import logging
 import threading
 from typing import Any
 
-from celery import Celery, Task
-from celery.signals import before_task_publish, task_postrun, task_prerun, worker_init, worker_ready
+from celery import Celery, Task, current_app
+from celery.signals import (
+    before_task_publish,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_ready,
+    worker_shutting_down,
+)
 
 from common.builds.queue import broker_settings
 from common.builds.waiter import Waiter
@@ -20,6 +27,7 @@ from worker.imager.scratch import sweep
 from worker.imager.signing import NO_SIGNERS, Signers
 from worker.secureboot.base import SignerError
 from worker.secureboot.config import signers_from_config
+from worker.shutdown import BUILDS
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +113,19 @@ def _sweep_abandoned_builds(sender: Any = None, **_: Any) -> None:
     config = getattr(getattr(sender, "app", None), "conf", {}).get("factory_config")
     if isinstance(config, Config):
         sweep(scratch_dir(config))
+
+
+@worker_shutting_down.connect
+def _start_grace_period(**_: Any) -> None:
+    """SIGTERM (warm shutdown): the pool processes' builds have ``build.shutdownGracePeriod`` to
+    finish, or are handed back (``worker.shutdown``). In the main process's signal handler."""
+    config = current_app.conf.get("factory_config")
+    if isinstance(config, Config):
+        BUILDS.begin(config.build.shutdownGracePeriod.total_seconds())
+        log.info(
+            "worker stopping: running builds get the grace period, then are handed back",
+            extra={"grace_seconds": config.build.shutdownGracePeriod.total_seconds()},
+        )
 
 
 @worker_ready.connect

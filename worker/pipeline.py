@@ -4,7 +4,8 @@ The task id is the profile hash. The per-key lock makes a build single-flight ac
 (a duplicate message finds it held and leaves); the cluster-wide slot enforces
 ``build.maxConcurrency`` on top of each worker's own concurrency. A heartbeat thread keeps both
 alive and tells waiters the build is still making progress; when it stops (SIGKILL, power loss) the
-lock and lease expire and the next waiter queues the build again.
+lock and lease expire and the next waiter queues the build again. A worker that is stopping hands
+builds it cannot finish in its grace period back to the queue (``worker.shutdown``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import socket
 import threading
 import time
+import traceback
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,15 +23,28 @@ from pathlib import Path
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
-from common.builds.plan import BuildRequest, content_type, plan_request
+from common.builds.plan import BuildRequest, asset_labels, content_type, plan_request
 from common.builds.state import HEARTBEAT_EVERY, LOCK_TTL, BuildState
 from common.cache.base import AssetCache, AssetInfo
+from common.cosign.types import SignatureError
 from common.errors import FactoryError, UnavailableError
+from common.logging import request_id_var
+from common.metrics.definitions import (
+    ASSETS_BUILD_LATENCY,
+    ASSETS_BUILT,
+    ASSETS_BUILT_BYTES,
+    ASSETS_CONCURRENCY_LATENCY,
+    BUILDS_FAILED,
+    BUILDS_RUNNING,
+    CACHE_ERRORS,
+)
 from common.profile.secureboot import secureboot_assets
 from common.services import Services, scratch_dir
+from common.shutdown import ShutdownClock
 from worker.imager.build import build
 from worker.imager.scratch import scratch
 from worker.imager.signing import NO_SIGNERS, Signers
+from worker.shutdown import BUILDS, HandBack, interruptible
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +78,10 @@ class CachedPieces:
             self.cache.put(key, path, AssetInfo(name, content_type(name)))
         except Exception as exc:
             log.warning("cannot keep a build piece", extra={"piece": key, "error": str(exc)})
+
+
+class WorkerStoppingError(Exception):
+    """Why a handed-back build's task is published again."""
 
 
 class Retry(Exception):
@@ -125,8 +144,10 @@ def run_build(
     *,
     retries: int,
     signers: Signers = NO_SIGNERS,
+    shutdown: ShutdownClock = BUILDS,
 ) -> Outcome:
-    """Runs the build for ``key``; raises :class:`Retry` for transient failures within ``retries``.
+    """Runs the build for ``key``; raises :class:`Retry` for transient failures within ``retries``,
+    and (countdown 0) for a build handed back because the worker is stopping (``shutdown``).
 
     ``signers`` are the worker process's Secure Boot signing services (``NO_SIGNERS`` when disabled).
     """
@@ -146,6 +167,8 @@ def run_build(
         state.update(key, stage=name, **fields)
 
     attempt = 0
+    metrics = services.metrics
+    running = False
     try:
         attempt = state.start(key, worker, request.to_json())
         with _Heartbeat(state, key, lock, token) as heartbeat:
@@ -153,6 +176,8 @@ def run_build(
             if cached is not None:  # a build before ours published it (e.g. a redelivered task)
                 state.succeed(key, size=cached.size, seconds=None)
                 return Outcome("cached")
+            if shutdown.stopping:  # a stopping worker starts no build: another one will
+                raise HandBack()
             stage("resolving")
             _, plan = plan_request(
                 services.schematics,
@@ -165,29 +190,51 @@ def run_build(
             if plan.key != key:
                 raise FactoryError(f"profile hash mismatch: asked for {key}, resolved {plan.key}")
             stage("waiting for a build slot")
-            while not state.acquire_slot(token, config.build.maxConcurrency):
+            waiting_since = time.monotonic()
+            while True:
+                if shutdown.stopping:  # not started yet (resolving may have taken a while): give it back
+                    raise HandBack()
+                if state.acquire_slot(token, config.build.maxConcurrency):
+                    break
                 time.sleep(SLOT_POLL)
             heartbeat.has_slot = True
+            metrics.observe(ASSETS_CONCURRENCY_LATENCY, time.monotonic() - waiting_since)
+            metrics.inc(BUILDS_RUNNING)
+            running = True
             state.dequeue(key)
             started = time.time()
             stage("building", startedAt=repr(started))
             state.count_run(key)
             root = scratch_dir(config)
             with scratch(root) as out:
-                result = build(
-                    plan,
-                    sources=services.artifacts,
-                    external_url=config.http.externalURL,
-                    dest=out,
-                    scratch_root=root,
-                    signers=signers,
-                    pieces=CachedPieces(services.cache),
-                )
-                stage("signing and uploading")
-                services.cache.put(key, result.path, AssetInfo(request.path, content_type(request.path)))
+                with interruptible(shutdown):  # HandBack when the grace period of a stopping worker ends
+                    result = build(
+                        plan,
+                        sources=services.artifacts,
+                        external_url=config.http.externalURL,
+                        dest=out,
+                        scratch_root=root,
+                        signers=signers,
+                        pieces=CachedPieces(services.cache),
+                    )
+                metrics.observe(ASSETS_BUILD_LATENCY, time.time() - started)
+                stage("signing and uploading")  # not interrupted: publishing is short, and atomic
+                _publish(services, key, result.path, AssetInfo(request.path, content_type(request.path)))
             state.succeed(key, size=result.size, seconds=time.time() - started)
+            labels = asset_labels(plan)
+            metrics.inc(ASSETS_BUILT, **labels)
+            metrics.inc(ASSETS_BUILT_BYTES, result.size, **labels)
             log.info("build published", extra={"key": key, "path": request.path, "seconds": result.seconds})
             return Outcome("built")
+    except HandBack:
+        # The scratch folder is gone and nothing was published; the lock and slot are released below,
+        # before the task is published again, so the next worker can take the build at once.
+        log.warning("worker stopping: build handed back to the queue", extra={"key": key})
+        try:
+            state.hand_back(key, "queued again: its worker stopped")
+        except redis.RedisError:
+            log.exception("cannot record the handed-back build", extra={"key": key})
+        raise Retry(WorkerStoppingError("handed back by a stopping worker"), 0.0) from None
     except Exception as exc:
         if transient(exc) and attempt <= retries:
             delay = backoff(attempt)
@@ -198,21 +245,70 @@ def run_build(
             state.requeue(key, f"retrying in {delay:.0f}s after: {exc}")
             raise Retry(exc, delay) from exc
         status, message = failure(exc)
-        if status >= 500 and not isinstance(exc, FactoryError):
-            log.exception("build failed", extra={"key": key})
+        metrics.inc(BUILDS_FAILED, reason=failure_reason(exc, status))
+        cause, trace = describe_failure(exc)
+        fields = {
+            "key": key,
+            "status": status,
+            "error": message,
+            "cause": cause,
+            "request_id": request_id_var.get(),
+        }
+        if status >= 500:  # the factory's (or its sources') fault: the cause and where, for operators
+            log.error("build failed: %s", cause, exc_info=exc, extra=fields)
         else:
-            log.warning("build failed", extra={"key": key, "error": message, "status": status})
+            log.warning("build failed: %s", cause, extra=fields)
         try:
-            state.fail(key, status=status, message=message)
+            kept = trace if status >= 500 else ""  # a client's mistake needs no traceback
+            state.fail(key, status=status, message=message, cause=cause, traceback=kept)
         except redis.RedisError:
             log.exception("cannot record the build's failure", extra={"key": key})
         return Outcome("failed", message)
     finally:
+        if running:
+            metrics.inc(BUILDS_RUNNING, -1)
         try:
             state.release_slot(token)
             lock.release()
         except Exception:
             log.warning("cannot release the build lock; it expires", extra={"key": key})
+
+
+def _publish(services: Services, key: str, path: Path, info: AssetInfo) -> None:
+    try:
+        services.cache.put(key, path, info)
+    except Exception:
+        services.metrics.inc(CACHE_ERRORS, operation="put")
+        raise
+
+
+def failure_reason(exc: BaseException, status: int) -> str:
+    """The ``reason`` label of ``image_factory_builds_failed_total``."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, SignatureError):
+            return "source_verification"
+        cause = cause.__cause__
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return "timeout"
+    if transient(exc):
+        return "unavailable"  # still failing after build.retries tries
+    return "invalid" if status < 500 else "internal"
+
+
+#: Characters of traceback a build record keeps (its end: the innermost frames, where it failed).
+TRACEBACK_LIMIT = 8192
+
+
+def describe_failure(exc: BaseException) -> tuple[str, str]:
+    """``(cause, traceback)`` of a failed build, for its record and logs: ``"ToolError: GRUB i386-pc …"``
+    (type and text, also for the 500s whose clients only get ``internal server error``) and the
+    formatted traceback, chained causes included, its last :data:`TRACEBACK_LIMIT` characters."""
+    cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    trace = "".join(traceback.format_exception(exc))
+    if len(trace) > TRACEBACK_LIMIT:
+        trace = "…" + trace[-TRACEBACK_LIMIT:]
+    return cause, trace
 
 
 def failure(exc: BaseException) -> tuple[int, str]:

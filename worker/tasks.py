@@ -10,8 +10,9 @@ from celery import shared_task
 from common.builds.plan import BuildRequest
 from common.builds.queue import BUILD_TASK
 from common.logging import request_id_var
+from common.metrics.definitions import BUILDS_FINISHED
 from worker.app import FactoryTask
-from worker.pipeline import Retry, run_build
+from worker.pipeline import Retry, WorkerStoppingError, run_build
 
 log = logging.getLogger(__name__)
 
@@ -43,5 +44,8 @@ def build_asset(self: FactoryTask, request: dict[str, Any]) -> dict[str, str]:
             signers=self.signers,
         )
     except Retry as retry:
+        handed_back = isinstance(retry.cause, WorkerStoppingError)
+        self.services.metrics.inc(BUILDS_FINISHED, outcome="handed_back" if handed_back else "retry")
         raise self.retry(countdown=retry.countdown, exc=retry.cause) from retry.cause
+    self.services.metrics.inc(BUILDS_FINISHED, outcome=outcome.status)
     return {"status": outcome.status, "detail": outcome.detail}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from flask import Response
 
+from api.errors import log_failure
 from api.responses import go_json
 from common.errors import FactoryError, RegistryAPIError
 
@@ -43,6 +44,8 @@ def error_response(
 
 
 def factory_error_response(exc: FactoryError) -> Response:
+    if exc.status >= 500:
+        log_failure(exc, exc.status)
     message = exc.message if exc.status != 500 else "internal server error"
     retry = int(getattr(exc, "retry_after", 5)) if exc.status == 503 else None
     return error_response(exc.status, message, getattr(exc, "code", None), retry_after=retry)

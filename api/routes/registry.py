@@ -23,6 +23,7 @@ from api.registry import proxy, sources
 from api.registry.errors import error_response, factory_error_response
 from api.responses import go_json
 from common.errors import FactoryError, RegistryAPIError
+from common.outages import OUTAGE_ERRORS, as_unavailable
 from common.registry.client import OCI_INDEX
 
 bp = Blueprint("registry", __name__)
@@ -35,6 +36,14 @@ _KINDS = frozenset({"manifests", "blobs", "referrers"})
 @bp.errorhandler(FactoryError)
 def _factory_error(exc: FactoryError) -> Response:
     return factory_error_response(exc)
+
+
+def _outage(exc: Exception) -> Response:
+    return factory_error_response(as_unavailable(exc))
+
+
+for _kind in OUTAGE_ERRORS:
+    bp.register_error_handler(_kind, _outage)
 
 
 @bp.errorhandler(HTTPException)

@@ -34,7 +34,7 @@ from common.artifacts.unpack import UnpackError, apply_layers
 from common.config import Config
 from common.config.options import RepositoryOptions
 from common.cosign.source import SourceVerifier
-from common.errors import FactoryError, NotFoundError, UnavailableError
+from common.errors import BadSourceError, FactoryError, NotFoundError, UnavailableError
 from common.registry.client import Manifest, RegistryClient, RegistryError
 from common.talos import version as v
 from common.talos.quirks import Quirks
@@ -136,7 +136,7 @@ class ArtifactsManager:
             return hit
         self.verifier.verify(client, digest)
         manifest = self._platform_manifest(client, digest, arch)
-        config = self._small_blob(client, manifest.document["config"])
+        config = self._small_blob(client, manifest.document["config"], f"{client.repo.reference}@{digest}")
         with self._guard:
             if len(self._pulled) >= 4096:
                 self._pulled.clear()
@@ -344,25 +344,32 @@ class ArtifactsManager:
         document = manifest.document
         with ExitStack() as stack:
             layers = [
-                (descriptor, stack.enter_context(self._blob(client, descriptor)))
+                (descriptor, stack.enter_context(self._blob(client, descriptor, dependency.digest)))
                 for descriptor in document["layers"]
             ]
             yield ImageLayers(digest=dependency.digest, manifest=document, config=config, layers=layers)
 
     # --- pulling and unpacking ---------------------------------------------------------------
 
-    def _small_blob(self, client: RegistryClient, descriptor: dict[str, Any]) -> bytes:
-        data = client.get_blob(descriptor["digest"], 4 * 1024 * 1024)
-        if data is None or "sha256:" + hashlib.sha256(data).hexdigest() != descriptor["digest"]:
-            raise RegistryError(f"blob {client.repo.reference}@{descriptor['digest']} is missing or corrupt")
+    def _small_blob(self, client: RegistryClient, descriptor: dict[str, Any], image: str) -> bytes:
+        digest = str(descriptor["digest"])
+        data = client.get_blob(digest, 4 * 1024 * 1024)
+        if data is None:
+            raise BadSourceError(f"image {image}: the registry has no blob {digest} (its config)")
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            raise BadSourceError(
+                f"image {image}: config {digest} does not match its digest (the registry sent {actual})"
+            )
         return data
 
     @contextmanager
-    def _blob(self, client: RegistryClient, descriptor: dict[str, Any]) -> Iterator[Path]:
+    def _blob(self, client: RegistryClient, descriptor: dict[str, Any], image_digest: str) -> Iterator[Path]:
         digest = str(descriptor["digest"])
 
         def build(dest: Path) -> None:
-            reader = _VerifyingReader(client.stream_blob(digest), digest, f"{client.repo.reference}@{digest}")
+            image = f"{client.repo.reference}@{image_digest}"
+            reader = _VerifyingReader(client.stream_blob(digest), digest, image)
             with open(dest / "blob", "wb") as out:
                 while chunk := reader.read(1 << 20):
                     out.write(chunk)
@@ -387,11 +394,21 @@ class ArtifactsManager:
                     raise UnpackError(
                         f"{client.repo.reference}: zstd-compressed layers are not supported yet"
                     )
-                name = f"{client.repo.reference}@{descriptor['digest']}"
+                image = f"{client.repo.reference}@{digest}"
                 readers.append(
-                    _VerifyingReader(client.stream_blob(descriptor["digest"]), descriptor["digest"], name)
+                    _VerifyingReader(client.stream_blob(descriptor["digest"]), descriptor["digest"], image)
                 )
-            labels = apply_layers(_finishing(readers), fs)
+            try:
+                labels = apply_layers(_finishing(readers), fs)
+            except BadSourceError:
+                raise
+            except Exception:
+                # A layer whose bytes are wrong usually breaks its gzip or tar stream before its end,
+                # where the digest is checked: name the real cause, not the decompressor's complaint.
+                for reader in readers:
+                    if reader.started and not reader.checked:
+                        reader.finish()
+                raise
             (dest / "labels.json").write_text(json.dumps(labels, sort_keys=True))
 
         key = "tree-" + manifest.digest.replace(":", "-")
@@ -404,17 +421,21 @@ class ArtifactsManager:
 
 
 class _VerifyingReader:
-    """A file-like view of a blob stream that refuses content not matching its digest."""
+    """A file-like view of a blob stream (a layer of ``image``) that refuses content not matching its
+    digest: :meth:`finish` raises :class:`BadSourceError` (502) naming the image, the layer and why."""
 
-    def __init__(self, chunks: Iterator[bytes], digest: str, name: str) -> None:
+    def __init__(self, chunks: Iterator[bytes], digest: str, image: str) -> None:
         self.chunks = chunks
         self.digest = digest
-        self.name = name
+        self.image = image
         self.hash = hashlib.sha256()
         self.chunk = b""
         self.offset = 0
+        self.started = False
+        self.checked = False
 
     def read(self, size: int = -1) -> bytes:
+        self.started = True
         if self.offset >= len(self.chunk):
             self.chunk, self.offset = b"", 0
             for chunk in self.chunks:
@@ -430,8 +451,13 @@ class _VerifyingReader:
     def finish(self) -> None:
         while self.read(1 << 20):
             pass
-        if "sha256:" + self.hash.hexdigest() != self.digest:
-            raise RegistryError(f"blob {self.name} does not match its digest")
+        self.checked = True
+        actual = "sha256:" + self.hash.hexdigest()
+        if actual != self.digest:
+            raise BadSourceError(
+                f"image {self.image}: layer {self.digest} does not match its digest "
+                f"(the registry sent content hashing to {actual})"
+            )
 
 
 def _finishing(readers: list[_VerifyingReader]) -> Iterator[IO[bytes]]:

@@ -105,6 +105,16 @@ def plan_request(
     return BuildRequest(schematic_id, tag, path), plan
 
 
+def asset_labels(plan: BuildPlan) -> dict[str, str]:
+    """Upstream's asset metric labels: ``talos_version`` without the ``v``, ``output_kind``, ``arch``."""
+    profile = plan.profile
+    return {
+        "talos_version": profile.version.removeprefix("v"),
+        "output_kind": profile.output.kind.value,
+        "arch": profile.arch,
+    }
+
+
 def content_type(path: str) -> str:
     """By the request path's extension, as upstream (not by ``?filename=``)."""
     dot = path.rfind(".")

@@ -58,8 +58,10 @@ class BuildRecord:
     started_at: float | None = None
     finished_at: float | None = None
     heartbeat: float | None = None
-    error: str = ""
+    error: str = ""  # what every waiter is answered (``internal server error`` for a 500)
     error_status: int = 0
+    cause: str = ""  # why it failed, for operators: the exception's type and text
+    traceback: str = ""  # where (the worker's traceback, bounded), for failures that are the factory's
     size: int = 0
     attempts: int = 0
     worker: str = ""
@@ -103,6 +105,8 @@ class BuildRecord:
             heartbeat=num("heartbeat"),
             error=f.get("error", ""),
             error_status=int(f.get("errorStatus") or 0),
+            cause=f.get("cause", ""),
+            traceback=f.get("traceback", ""),
             size=int(f.get("size") or 0),
             attempts=int(f.get("attempts") or 0),
             worker=f.get("worker", ""),
@@ -242,6 +246,8 @@ class BuildState:
                 "stage": "checking the cache",
                 "error": "",
                 "errorStatus": "0",
+                "cause": "",
+                "traceback": "",
             },
         )
         pipe.hincrby(record_key(key), "attempts", 1)
@@ -276,6 +282,19 @@ class BuildState:
         pipe.zadd(QUEUE, {key: now})
         pipe.execute()
 
+    def hand_back(self, key: str, stage: str) -> None:
+        """A stopping worker gave the build up unfinished: queued again (the task is re-published),
+        the attempt not counted against ``build.retries``."""
+        now = time.time()
+        pipe = self.redis.pipeline()
+        pipe.hset(
+            record_key(key),
+            mapping={"status": Status.QUEUED.value, "stage": stage, "enqueuedAt": repr(now), "worker": ""},
+        )
+        pipe.hincrby(record_key(key), "attempts", -1)
+        pipe.zadd(QUEUE, {key: now})
+        pipe.execute()
+
     def succeed(self, key: str, *, size: int, seconds: float | None) -> None:
         rec = self.get(key)
         pipe = self._finishing(key, Status.SUCCEEDED, "done", SUCCESS_TTL, size=size, error="", errorStatus=0)
@@ -286,10 +305,14 @@ class BuildState:
         pipe.publish(DONE_CHANNEL, key)
         pipe.execute()
 
-    def fail(self, key: str, *, status: int, message: str) -> None:
-        """Recorded and remembered for ``failure_ttl``: identical requests get it without a rebuild."""
+    def fail(self, key: str, *, status: int, message: str, cause: str = "", traceback: str = "") -> None:
+        """Recorded and remembered for ``failure_ttl``: identical requests get it without a rebuild.
+
+        ``message`` is what clients are answered; ``cause`` and ``traceback`` stay in the record for
+        operators (and the API's log of the requests that get the failure)."""
         ttl = max(1, int(self.failure_ttl))
-        pipe = self._finishing(key, Status.FAILED, "failed", ttl, error=message, errorStatus=status)
+        fields = {"error": message, "errorStatus": status, "cause": cause, "traceback": traceback}
+        pipe = self._finishing(key, Status.FAILED, "failed", ttl, **fields)
         pipe.publish(DONE_CHANNEL, key)
         pipe.execute()
 

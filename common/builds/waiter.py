@@ -2,7 +2,8 @@
 
 One daemon thread per process listens on the ``done`` channel and wakes the waiters of that key;
 waiters also re-read the record every :data:`POLL_EVERY` seconds, so a lost message or a dropped
-subscription costs at most that much latency, never a hung request.
+subscription costs at most that much latency, never a hung request. Once the process is stopping
+(``common.shutdown``), waits end within their share of the grace period.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 import redis
 
 from common.builds.state import DONE_CHANNEL, BuildRecord, BuildState, Status
+from common.shutdown import PROCESS, ShutdownClock
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +25,13 @@ POLL_EVERY = 2.0
 
 
 class Waiter:
-    def __init__(self, client: redis.Redis, state: BuildState, limit: int) -> None:
+    def __init__(
+        self, client: redis.Redis, state: BuildState, limit: int, shutdown: ShutdownClock = PROCESS
+    ) -> None:
         self.redis = client
         self.state = state
         self.limit = limit  # waiting requests this process allows at once
+        self.shutdown = shutdown  # once it runs, waits end within their share of the grace period
         self._events: dict[str, list[threading.Event]] = {}
         self._lock = threading.Lock()
         self._waiting = 0
@@ -64,7 +69,8 @@ class Waiter:
         """Waits for several builds at once (one installer index needs one build per architecture).
 
         Returns when every build finished, as soon as one failed (the others cannot make the whole
-        succeed), or when ``timeout`` ran out; each key maps to the last record seen.
+        succeed), or when ``timeout`` ran out (or, in a stopping process, the wait's share of the
+        grace period); each key maps to the last record seen.
         """
         self._ensure_listener()
         event = threading.Event()
@@ -88,6 +94,9 @@ class Waiter:
                     if record is not None and not record.finished and record.stale(now, self.state.timeout):
                         on_stale(record)
                 remaining = deadline - time.monotonic()
+                stopping = self.shutdown.wait_left()
+                if stopping is not None:
+                    remaining = min(remaining, stopping)
                 if remaining <= 0:
                     return records
                 event.wait(min(POLL_EVERY, remaining))

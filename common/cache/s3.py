@@ -34,6 +34,8 @@ from common.cache.base import CHUNK, AssetInfo, CachedAsset
 from common.cache.oci import ANNOTATION_S3_ETAG, OCIAsset, OCICache, range_length
 from common.config.options import S3Options
 from common.errors import FactoryError, UnavailableError
+from common.metrics import NULL_METRICS, Metrics
+from common.metrics.definitions import S3_FALLBACKS
 from common.streams import window
 
 log = logging.getLogger(__name__)
@@ -128,6 +130,7 @@ class S3Asset:
                 "S3 read failed; streaming the asset from the registry",
                 extra={"key": self.object_key, "error": str(exc)},
             )
+            self.cache.metrics.inc(S3_FALLBACKS, reason="read_failed")
             yield from self.fallback.read(start, length)
             return
         body = response["Body"]
@@ -161,8 +164,11 @@ class S3Asset:
 
 
 class S3Cache:
-    def __init__(self, oci: OCICache, options: S3Options, client: Any | None = None) -> None:
+    def __init__(
+        self, oci: OCICache, options: S3Options, client: Any | None = None, metrics: Metrics = NULL_METRICS
+    ) -> None:
         self.oci = oci
+        self.metrics = metrics
         self.bucket = options.bucket
         self.presign_seconds = presign_seconds(options.presignedURLTTL)
         self.client = client if client is not None else make_client(options)
@@ -208,15 +214,19 @@ class S3Cache:
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=object_key, IfMatch=etag)
         except (BotoCoreError, ClientError) as exc:
-            reason = "stale or missing" if _status(exc) in (404, 412) else "unreachable or failing"
+            stale = _status(exc) in (404, 412)
+            reason = "stale or missing" if stale else "unreachable or failing"
             log.warning(
                 f"S3 object is {reason}; {'streaming from the registry' if fallback else 'a miss'}",
                 extra={"key": object_key, "error": str(exc)},
             )
+            if fallback is not None:
+                self.metrics.inc(S3_FALLBACKS, reason="stale" if stale else "unavailable")
             return fallback
         size = int(head["ContentLength"])
         if fallback is not None and size != fallback.size:
             log.warning("S3 object size differs from the signed entry", extra={"key": object_key})
+            self.metrics.inc(S3_FALLBACKS, reason="size_mismatch")
             return fallback
         return S3Asset(self, object_key, etag, size, fallback)
 

@@ -62,6 +62,14 @@ class HTTPOptions:
         "so cached downloads keep their threads. 0 means `threads` minus 8.",
         ours=True,
     )
+    shutdownGracePeriod: timedelta = opt(
+        timedelta(seconds=60),
+        "How long a stopping API process (SIGTERM) has to finish: it refuses new connections at once, "
+        "lets downloads in flight finish, answers requests waiting for a build with 503 and Retry-After "
+        "by half this period (the build goes on), and exits when nothing is left in flight or the "
+        "period ends. The Helm chart sets the API pods' terminationGracePeriodSeconds from it.",
+        ours=True,
+    )
 
 
 @dataclass
@@ -84,6 +92,14 @@ class BuildOptions:
         timedelta(minutes=20),
         "Hard time limit of one build (upstream's detached build context); the soft limit, which lets "
         "the build clean up, is 30 s earlier.",
+        ours=True,
+    )
+    shutdownGracePeriod: timedelta = opt(
+        timedelta(minutes=5),
+        "How long a stopping worker (SIGTERM, Celery's warm shutdown) lets its running builds go on; "
+        "builds not finished by then, and builds not yet started, are handed back to the queue (scratch "
+        "removed, nothing published) and built by another worker. The Helm chart sets the worker pods' "
+        "terminationGracePeriodSeconds from it.",
         ours=True,
     )
     maxQueueLength: int = opt(

@@ -15,15 +15,20 @@ from pathlib import Path
 from common.config.options import ContainerSignatureOptions
 from common.cosign.registry import fetch_bundle_signatures, fetch_legacy_signatures
 from common.cosign.types import Signature, SignatureCheck, SignatureError
+from common.metrics import NULL_METRICS, Metrics
+from common.metrics.definitions import SOURCE_VERIFICATION_FAILURES
 from common.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
 
 
 class SourceVerifier:
-    def __init__(self, checks: list[SignatureCheck], *, disabled: bool = False) -> None:
+    def __init__(
+        self, checks: list[SignatureCheck], *, disabled: bool = False, metrics: Metrics = NULL_METRICS
+    ) -> None:
         self.checks = checks
         self.disabled = disabled
+        self.metrics = metrics
         self._verified: set[str] = set()
         self._lock = threading.Lock()
 
@@ -38,6 +43,7 @@ class SourceVerifier:
         signatures: list[Signature] = [*fetch_legacy_signatures(client, digest)]
         signatures.extend(fetch_bundle_signatures(client, digest))
         if not signatures:
+            self.metrics.inc(SOURCE_VERIFICATION_FAILURES, reason="unsigned")
             raise SignatureError(
                 f"image {image} is not signed (no cosign signature or Sigstore bundle found)"
             )
@@ -53,12 +59,15 @@ class SourceVerifier:
                 with self._lock:
                     self._verified.add(image)
                 return
+        self.metrics.inc(SOURCE_VERIFICATION_FAILURES, reason="rejected")
         raise SignatureError(
             f"image {image} failed signature verification: " + "; ".join(dict.fromkeys(reasons))
         )
 
 
-def verifier_from_config(options: ContainerSignatureOptions) -> SourceVerifier:
+def verifier_from_config(
+    options: ContainerSignatureOptions, metrics: Metrics = NULL_METRICS
+) -> SourceVerifier:
     if options.disabled:
         return SourceVerifier([], disabled=True)
     from common.cosign.keyless import KeylessCheck, load_trusted_root
@@ -70,4 +79,4 @@ def verifier_from_config(options: ContainerSignatureOptions) -> SourceVerifier:
         checks.append(PublicKeyCheck(key, options.publicKeyHashAlgo))
     root = load_trusted_root(options.trustedRootFile) if options.trustedRootFile else None
     checks.append(KeylessCheck(root, options.subjectRegExp, options.issuer, options.issuerRegExp))
-    return SourceVerifier(checks)
+    return SourceVerifier(checks, metrics=metrics)

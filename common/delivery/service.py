@@ -15,12 +15,25 @@ from dataclasses import dataclass
 
 from cachetools import TTLCache
 
-from common.builds.plan import BuildRequest, plan_request
+from common.builds.plan import BuildRequest, asset_labels, plan_request
 from common.builds.state import BuildRecord, Enqueue, Status
 from common.builds.waiter import Waiter
 from common.cache.base import CachedAsset
 from common.delivery.progress import Progress, eta, progress_of
 from common.errors import FactoryError, NotFoundError, UnavailableError
+from common.logging import build_key_var
+from common.metrics.definitions import (
+    ASSETS_CACHED_BYTES,
+    ASSETS_CACHED_ERRORS,
+    ASSETS_DELIVERED_CACHED,
+    BUILD_ENQUEUE,
+    CACHE_ERRORS,
+    CACHE_HITS,
+    CACHE_MISSES,
+    CLIENT_WAIT,
+    CLIENTS_WAITING,
+    EXTENSION_HITS,
+)
 from common.profile.enhance import BuildPlan
 from common.profile.secureboot import secureboot_assets
 from common.services import Services
@@ -36,12 +49,23 @@ class QueueFullError(UnavailableError):
     retry_after = 30
 
 
+class StoppingError(UnavailableError):
+    """This process is stopping and the build did not finish within the wait's share of the grace
+    period (``common.shutdown``): the build goes on, and the retry lands on another replica."""
+
+    retry_after = 5
+
+
 class BuildFailedError(FactoryError):
-    """A build's remembered failure, answered with the status and text the build recorded."""
+    """A build's remembered failure, answered with the status and text the build recorded; its key,
+    cause and the worker's traceback are for the API's log (``api.errors``), not for the client."""
 
     def __init__(self, record: BuildRecord) -> None:
         super().__init__(record.error or "internal server error")
         self.status = record.error_status or 500
+        self.key = record.key
+        self.cause = record.cause
+        self.traceback = record.traceback
 
 
 @dataclass(frozen=True)
@@ -79,16 +103,22 @@ class Delivery:
         self._lock = threading.Lock()
         self._assets: TTLCache[str, CachedAsset] = TTLCache(MEMO_SIZE, ENTRY_TTL)
         self._located: TTLCache[tuple[str, str, str], Located] = TTLCache(MEMO_SIZE, PLAN_TTL)
-        self._urls: TTLCache[tuple[str, str], str] = TTLCache(MEMO_SIZE, max(1.0, min(300.0, presign / 4)))
+        # (key, filename) → (the asset the URL was made for, the URL)
+        self._urls: TTLCache[tuple[str, str], tuple[CachedAsset, str]] = TTLCache(
+            MEMO_SIZE, max(1.0, min(300.0, presign / 4))
+        )
 
     # --- what adapters call ---------------------------------------------------------------------
 
     def locate(self, schematic_id: str, version: str, path: str) -> Located:
-        """Checks the request in upstream's order (raising its 4xx) and plans it."""
+        """Checks the request in upstream's order (raising its 4xx) and plans it; from here on the
+        request's log lines carry the build key (``common.logging.build_key_var``)."""
         memo = (schematic_id, version, path)
         with self._lock:
             found = self._located.get(memo)
         if found is not None:
+            build_key_var.set(found.key)
+            self._count_extensions(found)
             return found
         svc = self.services
         request, plan = plan_request(
@@ -97,7 +127,14 @@ class Delivery:
         located = Located(request, plan, plan.key)  # the hash is the costly part: once
         with self._lock:
             self._located[memo] = located
+        build_key_var.set(located.key)
+        self._count_extensions(located)
         return located
+
+    def _count_extensions(self, located: Located) -> None:
+        """Upstream counts every request for an asset with official extensions, per extension name."""
+        for extension in located.plan.extensions:
+            self.services.metrics.inc(EXTENSION_HITS, extension=extension.name)
 
     def obtain(self, target: Located, *, wait: bool = True) -> CachedAsset | Pending:
         """The cached asset; on a miss the build is queued or joined, then waited for if ``wait``."""
@@ -116,7 +153,7 @@ class Delivery:
         assets: dict[str, CachedAsset] = {}
         missing: list[str] = []
         for target in targets:
-            asset = self.lookup(target.key)
+            asset = self._lookup_counted(target)
             if asset is not None:
                 assets[target.key] = asset
             elif target.key not in missing:
@@ -151,16 +188,20 @@ class Delivery:
         return eta(self.services.builds, self.services.config.build.maxConcurrency, record)
 
     def redirect_url(self, key: str, asset: CachedAsset, filename: str) -> str | None:
-        """Where a client may fetch the asset itself (S3 or CDN), if the cache offers that."""
+        """Where a client may fetch the asset itself (S3 or CDN), if the cache offers that.
+
+        A remembered URL is only reused for the same asset: when S3 is down or its object stale,
+        the lookup gives the registry copy instead (not redirectable), and clients must not keep
+        being sent to S3 for the rest of the URL's memo time."""
         memo = (key, filename)
         with self._lock:
             found = self._urls.get(memo)
-        if found is not None:
-            return found
+        if found is not None and found[0] == asset:
+            return found[1]
         url = asset.redirect_url(filename)
         if url:
             with self._lock:
-                self._urls[memo] = url
+                self._urls[memo] = (asset, url)
         return url
 
     def lookup(self, key: str) -> CachedAsset | None:
@@ -172,6 +213,25 @@ class Delivery:
         if asset is not None:
             with self._lock:
                 self._assets[key] = asset
+        return asset
+
+    def _lookup_counted(self, target: Located) -> CachedAsset | None:
+        """:meth:`lookup` for a request: a hit, a miss or an error of the cache, in the metrics."""
+        metrics = self.services.metrics
+        labels = asset_labels(target.plan)
+        try:
+            asset = self.lookup(target.key)
+        except Exception:
+            metrics.inc(CACHE_ERRORS, operation="get")
+            metrics.inc(ASSETS_CACHED_ERRORS, **labels)
+            raise
+        if asset is None:
+            metrics.inc(CACHE_MISSES)
+            metrics.inc(ASSETS_CACHED_ERRORS, **labels)  # upstream counts a miss as an error too
+        else:
+            metrics.inc(CACHE_HITS)
+            metrics.inc(ASSETS_DELIVERED_CACHED, **labels)
+            metrics.inc(ASSETS_CACHED_BYTES, asset.size, **labels)
         return asset
 
     # --- building ---------------------------------------------------------------------------------
@@ -187,6 +247,7 @@ class Delivery:
             version=profile.version,
             arch=profile.arch,
         )
+        self.services.metrics.inc(BUILD_ENQUEUE, outcome=outcome.value)
         if outcome is Enqueue.FULL:
             raise QueueFullError("the build queue is full; retry later")
         if outcome is Enqueue.FAILED:
@@ -203,24 +264,33 @@ class Delivery:
             record.key, record.request, kind=record.kind, version=record.version, arch=record.arch
         )
         if outcome is Enqueue.ENQUEUED:
+            self.services.metrics.inc(BUILD_ENQUEUE, outcome="requeued")
             log.warning("build lost its worker; queued again", extra={"key": record.key})
             self.services.publisher.publish(record.key, BuildRequest.from_json(record.request))
 
     def _wait(self, keys: Sequence[str], timeout: float | None = None) -> dict[str, CachedAsset] | Pending:
-        """Blocks until the builds finish or ``build.waitTimeout`` passes."""
+        """Blocks until the builds finish or ``build.waitTimeout`` passes; in a stopping process, 503
+        when the builds did not finish within the wait's share of the grace period."""
         if not self.waiter.try_reserve():
             raise UnavailableError("too many requests are waiting for builds on this server; retry later")
+        metrics = self.services.metrics
+        metrics.inc(CLIENTS_WAITING)
+        started = time.monotonic()
         try:
             if timeout is None:
                 timeout = self.services.config.build.waitTimeout.total_seconds()
             records = self.waiter.wait_all(keys, timeout, self._requeue_stale)
         finally:
             self.waiter.release()
+            metrics.inc(CLIENTS_WAITING, -1)
+            metrics.observe(CLIENT_WAIT, time.monotonic() - started)
         for record in records.values():
             if record is not None and record.status is Status.FAILED:
                 raise BuildFailedError(record)
         for key, record in records.items():
             if record is None or not record.finished:
+                if self.waiter.shutdown.stopping:
+                    raise StoppingError("this server is shutting down; the build goes on, retry")
                 return Pending(key, record)
         assets: dict[str, CachedAsset] = {}
         for key in keys:

@@ -93,11 +93,17 @@ class RegistryClient:
         return response
 
     def ping(self) -> None:
-        """Raises UnavailableError unless the registry answers its API root (401 counts as up)."""
+        """Raises UnavailableError unless the registry answers its API root below 500 (401 counts
+        as up: the registry is there, it wants credentials)."""
         try:
-            requests.get(f"{self.scheme}://{self.repo.registry}/v2/", timeout=2.0)
+            response = requests.get(f"{self.scheme}://{self.repo.registry}/v2/", timeout=2.0)
         except requests.RequestException as exc:
-            raise UnavailableError(f"registry {self.repo.registry} is unavailable") from exc
+            raise UnavailableError(
+                f"registry {self.repo.registry} is unavailable: {exc.__class__.__name__}"
+            ) from exc
+        response.close()
+        if response.status_code >= 500:
+            raise UnavailableError(f"registry {self.repo.registry} answered {response.status_code}")
 
     def blob_exists(self, digest: str) -> bool:
         response = self._request("HEAD", f"{self.base}/blobs/{digest}")

@@ -16,6 +16,13 @@ from dataclasses import dataclass
 import redis
 
 from common.errors import FactoryError, NotFoundError
+from common.metrics import NULL_METRICS, Metrics
+from common.metrics.definitions import (
+    SCHEMATIC_CACHE_SIZE,
+    SCHEMATIC_CREATE,
+    SCHEMATIC_DUPLICATE_CREATE,
+    SCHEMATIC_GET,
+)
 from common.schematic import canonicalize
 from common.schematic.lru import SchematicLRU
 from common.schematic.storage import SchematicStorage, hashes_to, is_valid_id
@@ -43,11 +50,16 @@ class Created:
 
 class SchematicService:
     def __init__(
-        self, storage: SchematicStorage, lru: SchematicLRU, redis_client: redis.Redis | None
+        self,
+        storage: SchematicStorage,
+        lru: SchematicLRU,
+        redis_client: redis.Redis | None,
+        metrics: Metrics = NULL_METRICS,
     ) -> None:
         self.storage = storage
         self.lru = lru
         self.redis = redis_client
+        self.metrics = metrics
         # Keys name the repository too: factories sharing a Redis but not a registry must not
         # see each other's schematics as stored.
         scope = storage.client.repo.reference
@@ -57,6 +69,7 @@ class SchematicService:
     def create(self, body: bytes) -> Created:
         schematic_id, canonical = canonicalize(body)
         if self.lru.get(schematic_id) is not None:
+            self.metrics.inc(SCHEMATIC_DUPLICATE_CREATE)
             return Created(schematic_id, canonical, existed=True)
         # Redis is not trusted to say "stored" here: the registry is the source of truth, and one
         # HEAD per new-to-this-process schematic is cheap next to losing one.
@@ -65,6 +78,7 @@ class SchematicService:
             if not existed:
                 self.storage.put(schematic_id, canonical)
                 log.info("schematic created", extra={"schematic": schematic_id})
+        self.metrics.inc(SCHEMATIC_DUPLICATE_CREATE if existed else SCHEMATIC_CREATE)
         self._remember(schematic_id, canonical)
         return Created(schematic_id, canonical, existed=existed)
 
@@ -74,25 +88,33 @@ class SchematicService:
             raise NotFoundError("schematic not found")
         cached = self.lru.get(schematic_id)
         if cached is not None:
+            self.metrics.inc(SCHEMATIC_GET)
             return cached
         shared = self._from_redis(schematic_id)
         if shared is not None:
-            self.lru.put(schematic_id, shared)
+            self._put_local(schematic_id, shared)
+            self.metrics.inc(SCHEMATIC_GET)
             return shared
         if self.lru.known_absent(schematic_id):
             raise NotFoundError("schematic not found")
         stored = self.storage.get(schematic_id)
         if stored is None:
             self.lru.put_absent(schematic_id)
+            self.metrics.set(SCHEMATIC_CACHE_SIZE, len(self.lru))
             raise NotFoundError("schematic not found")
         if not hashes_to(stored, schematic_id):
             log.error("stored schematic does not match its ID", extra={"schematic": schematic_id})
             raise CorruptSchematicError(f"stored schematic {schematic_id} is corrupt")
         self._remember(schematic_id, stored)
+        self.metrics.inc(SCHEMATIC_GET)
         return stored
 
-    def _remember(self, schematic_id: str, canonical: bytes) -> None:
+    def _put_local(self, schematic_id: str, canonical: bytes) -> None:
         self.lru.put(schematic_id, canonical)
+        self.metrics.set(SCHEMATIC_CACHE_SIZE, len(self.lru))
+
+    def _remember(self, schematic_id: str, canonical: bytes) -> None:
+        self._put_local(schematic_id, canonical)
         if self.redis is None:
             return
         try:

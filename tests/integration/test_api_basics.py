@@ -17,7 +17,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def module_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """This module's Redis: no test may stop it (``test_readyz_follows_redis`` stops one of its own)."""
+    """This module's Redis: no test may stop it (``test_readyz_reports_redis_and_stays_ready`` stops one of
+    its own)."""
     with RedisServer(tmp_path_factory.mktemp("module-redis")) as server:
         yield server
 
@@ -98,7 +99,7 @@ def test_cors_actual_request_and_preflight(api: FactoryAPI) -> None:
     assert post.status_code == 204 and "Access-Control-Allow-Origin" not in post.headers
 
 
-def test_readyz_follows_redis(tmp_path: Path, registry: RegistryServer) -> None:
+def test_readyz_reports_redis_and_stays_ready(tmp_path: Path, registry: RegistryServer) -> None:
     # A Redis and an API of its own: stopping the Redis leaves every other test's services alone,
     # whatever order the tests run in.
     (tmp_path / "api").mkdir()
@@ -107,9 +108,17 @@ def test_readyz_follows_redis(tmp_path: Path, registry: RegistryServer) -> None:
         api_server(tmp_path / "api", factory_config(own_redis.url, registry.host)) as api,
     ):
         ready = requests.get(f"{api.url}/readyz", timeout=10)
-        assert ready.status_code == 200, ready.text
+        assert (ready.status_code, ready.text) == (200, "")  # upstream's answer
+        assert requests.get(f"{api.url}/readyz?verbose", timeout=10).text == (
+            f"[+]lifecycle ok\n[+]redis ok\n[+]registry:{registry.host} ok\n[+]talos-versions ok\n"
+            "readyz check passed\n"
+        )
         own_redis.stop()
-        down = requests.get(f"{api.url}/readyz", timeout=10)
-        assert down.status_code == 503
-        assert "redis" in down.text and "registry" not in down.text
-        assert requests.get(f"{api.url}/healthz", timeout=5).status_code == 200  # alive, just not ready
+        # A shared dependency's outage is reported, and leaves the replica in the load balancer.
+        assert requests.get(f"{api.url}/readyz", timeout=10).status_code == 200
+        verbose = requests.get(f"{api.url}/readyz?verbose", timeout=10)
+        assert verbose.status_code == 200
+        lines = verbose.text.splitlines()
+        assert lines[1].startswith("[-]redis failed: redis is unavailable: ConnectionError")
+        assert lines[2] == f"[+]registry:{registry.host} ok" and lines[-1] == "readyz check passed"
+        assert requests.get(f"{api.url}/healthz", timeout=5).status_code == 200

@@ -13,7 +13,7 @@ import os
 import signal
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import requests
 
 from devstack.factory import FactoryAPI, FactoryWorker
 from devstack.release.release import Release, factory_overrides
-from devstack.services import RedisServer, RegistryServer, S3Server, free_port
+from devstack.services import LOOPBACK, RedisServer, RegistryServer, S3Server, free_port
 from tests.support.factory import api_server, factory_config, worker_process
 
 
@@ -35,6 +35,8 @@ class Stack:
     root: Path
     bucket: str | None = None
     redis_server: RedisServer | None = None  # the stack's own redis-server
+    metrics: bool = False  # every process with a metrics listener of its own
+    metrics_urls: dict[str, str] = field(default_factory=dict)  # "api0", "worker1" → its /metrics URL
 
     @property
     def api(self) -> FactoryAPI:
@@ -58,10 +60,19 @@ class Stack:
         raw: dict[bytes, bytes] = self.redis.hgetall(f"if:build:rec:{key}")  # type: ignore[assignment]
         return {k.decode(): v.decode() for k, v in raw.items()}
 
+    def process_config(self, name: str) -> dict[str, Any]:
+        """The stack's config for process ``name``; with ``metrics``, on a metrics port of its own."""
+        if not self.metrics:
+            return self.config
+        port = free_port()
+        self.metrics_urls[name] = f"http://{LOOPBACK}:{port}/metrics"
+        return {**self.config, "metrics": {"addr": f"{LOOPBACK}:{port}"}}
+
     def add_worker(self) -> FactoryWorker:
-        state = self.root / f"worker{len(self.workers)}"
+        name = f"worker{len(self.workers)}"
+        state = self.root / name
         state.mkdir(parents=True, exist_ok=True)
-        worker = worker_process(state, self.config)
+        worker = worker_process(state, self.process_config(name))
         worker.start()
         self.workers.append(worker)
         return worker
@@ -90,10 +101,12 @@ def factory_stack(
     workers: int = 1,
     s3: S3Server | None = None,
     pxe_host: str | None = None,
+    metrics: bool = False,
     **overrides: Any,
 ) -> Iterator[Stack]:
     """``pxe_host``: set ``http.externalPXEURL`` to ``http://<pxe_host>:<first API's port>/`` (e.g.
-    ``10.0.2.2``, the host as a QEMU guest sees it).
+    ``10.0.2.2``, the host as a QEMU guest sees it). ``metrics``: every API and worker serves
+    ``/metrics`` on a port of its own (``Stack.metrics_urls``); by default none does.
 
     ``redis_server`` (the session's) is not used: the stack starts a redis-server of its own under
     ``root``, stopped with the stack. The parameter stays so that callers keep their signature."""
@@ -124,11 +137,12 @@ def factory_stack(
                 **overrides,
             },
         )
-        stack = Stack([], [], client, config, root, bucket, own_redis)
+        stack = Stack([], [], client, config, root, bucket, own_redis, metrics)
         for i in range(apis):
             state = root / f"api{i}"
             state.mkdir(parents=True, exist_ok=True)
-            stack.apis.append(stop.enter_context(api_server(state, config, ports[i])))
+            api = api_server(state, stack.process_config(f"api{i}"), ports[i])
+            stack.apis.append(stop.enter_context(api))
         for _ in range(workers):
             stack.add_worker()
         stop.callback(_stop_all, stack.workers)

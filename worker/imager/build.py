@@ -9,6 +9,12 @@ and the key-enrolment databases of ISOs and disk images (:meth:`_Build.enrollmen
 ``PK.auth``/``KEK.auth``/``db.auth``, :mod:`worker.secureboot.enrollment`). A Secure Boot build
 without both signers fails: an unsigned Secure Boot asset is never produced.
 
+Two inputs are checked rather than trusted, for releases this factory has never seen: GRUB is the
+release's where its imager image has it and this factory's own otherwise (:mod:`worker.imager.grub`;
+upstream always uses its container's), and a UKI gets profiles only if the release's systemd-stub
+boots them (systemd >= 257, :func:`worker.imager.uki.stub_supports_profiles`): an older stub would boot
+the last profile's command line, the wipe. Both choices are logged with the build key.
+
 Everything happens in a private scratch folder that is removed whatever happens; the asset is moved
 into ``dest`` only once complete, so a failed or interrupted build leaves nothing a cache could
 pick up. Inputs come from the artifacts store read-only (hard-linked or streamed, never changed).
@@ -23,7 +29,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,20 +52,19 @@ from worker.imager.docker_archive import write_docker_archive
 from worker.imager.extensions.config import embedded_config_extension
 from worker.imager.extensions.loading import ExtensionSource
 from worker.imager.formats import convert
+from worker.imager.grub import GrubSelection, select_grub
 from worker.imager.initramfs import build_initramfs
 from worker.imager.installer import build_installer_image
 from worker.imager.iso import IsoGenerator, IsoInputs, build_iso, select_generator
 from worker.imager.pieces import NO_PIECES, Pieces, initramfs_key
 from worker.imager.scratch import disk_usage, scratch
 from worker.imager.signing import NO_SIGNERS, PCRSigner, PESigner, Signers
-from worker.imager.uki import UKIProfile, build_uki
+from worker.imager.uki import UKIProfile, build_uki, stub_supports_profiles, stub_systemd_version
 from worker.secureboot.enrollment import enrollment_auth_files
 
 log = logging.getLogger(__name__)
 
 __all__ = ["OUTPUT_BUILDERS", "BuildResult", "Sources", "build", "kernel_cmdline", "release_epoch"]
-
-GRUB_PLATFORMS = ("i386-pc", "x86_64-efi", "arm64-efi")
 
 
 class SecureBootSigningError(FactoryError):
@@ -155,6 +160,7 @@ class _Build:
         validate(self.profile)
         self.quirks = Quirks(self.profile.version)
         self.peak_disk = 0
+        self._grub: GrubSelection | None = None
 
     def checkpoint(self) -> None:
         self.peak_disk = max(self.peak_disk, disk_usage(self.work))
@@ -230,7 +236,8 @@ class _Build:
         shutil.rmtree(scratch_dir)
 
     def reset_profile(self, cmdline: str) -> list[UKIProfile] | None:
-        """Disk images and installers boot a UKI whose second profile resets to maintenance mode."""
+        """Disk images and installers boot a UKI whose second profile resets to maintenance mode (if the
+        release's stub boots profiles at all: :meth:`uki_profiles`)."""
         if not self.quirks.supports_uki_profiles():
             return None
         wipe = cmdline + " talos.experimental.wipe=system:EPHEMERAL,STATE"
@@ -278,7 +285,7 @@ class _Build:
                 cmdline=cmdline,
                 uki=uki,
                 sd_boot=self.sd_boot(payload) if uki else None,
-                grub_dirs=_grub_dirs(grub),
+                grub_dirs=self.grub_dirs(grub) if generator is not IsoGenerator.UEFI else {},
                 enroll_keys=enroll,
                 uki_signing_cert_der=cert_der,
                 pk_auth=keys.get("PK.auth"),
@@ -319,6 +326,7 @@ class _Build:
             # as upstream's buildImage: the line and the databases only when enrolment is on
             enroll_keys, auto_enroll = opts.sd_boot_enroll_keys, self.enrollment(epoch)
         raw = out.with_name(out.name.rsplit(".", 1)[0] + ".raw")
+        uses_grub = bootloader in (Bootloader.GRUB, Bootloader.DUAL_BOOT)
         disk_work = self.work / "disk"
         disk_work.mkdir()
         build_disk(
@@ -331,7 +339,7 @@ class _Build:
                 kernel=payload / "vmlinuz",
                 initramfs=initramfs,
                 cmdline=cmdline,
-                grub_dirs=_grub_dirs(grub),
+                grub_dirs=self.grub_dirs(grub) if uses_grub else {},
                 uki=uki,
                 sd_boot=self.sd_boot(payload) if uki else None,
                 meta=meta,
@@ -398,8 +406,10 @@ class _Build:
         signers = None
         if self.profile.secureboot_enabled:
             signers = (self.pe_signer(), self.pcr_signer())
+        stub = payload / "systemd-stub.efi"
+        profiles = self.uki_profiles(stub, profiles)
         build_uki(
-            stub=payload / "systemd-stub.efi",
+            stub=stub,
             kernel=payload / "vmlinuz",
             initrd=initramfs,
             cmdline=cmdline,
@@ -410,6 +420,41 @@ class _Build:
             signers=signers,
         )
         self.checkpoint()
+
+    def grub_dirs(self, release_grub: Path) -> Mapping[str, Path]:
+        """GRUB for this build: the release's where it has it, the factory's otherwise; said in the log."""
+        if self._grub is None:
+            self._grub = select_grub(release_grub)
+            chosen = self._grub
+            log.info(
+                chosen.describe(),
+                extra={
+                    "key": self.plan.key,
+                    "grub_source": chosen.source,
+                    "grub_platforms": {p: f"{o} ({chosen.dirs[p]})" for p, o in chosen.origins.items()},
+                    "grub_unavailable": chosen.missing,
+                },
+            )
+        return self._grub.dirs
+
+    def uki_profiles(self, stub: Path, profiles: list[UKIProfile] | None) -> list[UKIProfile] | None:
+        """``profiles`` if ``stub`` boots multi-profile UKIs (systemd >= 257), else none: an older stub
+        ignores ``.profile`` and boots the *last* ``.cmdline``, a later profile's (e.g. the wipe)."""
+        if profiles is None or stub_supports_profiles(stub):
+            return profiles
+        version = stub_systemd_version(stub)
+        log.warning(
+            "UKI built without profiles: the release's systemd-stub (%s) predates multi-profile UKIs "
+            "(systemd 257); dropped: %s",
+            f"systemd {version}" if version is not None else "unknown version",
+            ", ".join(["main", *(p.id for p in profiles)]),
+            extra={
+                "key": self.plan.key,
+                "stub_systemd": version,
+                "dropped_profiles": ["main", *(p.id for p in profiles)],
+            },
+        )
+        return None
 
     def pe_signer(self) -> PESigner:
         """The Secure Boot (db) key's signer; a Secure Boot build without it fails (never unsigned)."""
@@ -465,17 +510,12 @@ def _missing_signer(which: str) -> str:
     )
 
 
-def _grub_dirs(grub: Path) -> dict[str, Path]:
-    """The imager image's GRUB platform directories (``usr/lib/grub/<platform>``) that exist."""
-    return {name: grub / name for name in GRUB_PLATFORMS if (grub / name).is_dir()}
-
-
 @dataclass(frozen=True)
 class _Stage:
     """What every output builder is handed: the imager payload, GRUB, epoch, output path, open inputs."""
 
     payload: Path  # the imager image's usr/install/<arch>
-    grub: Path  # the imager image's usr/lib/grub
+    grub: Path  # the imager image's usr/lib/grub (it may have none: worker.imager.grub completes it)
     epoch: int
     out: Path
     stack: ExitStack

@@ -35,10 +35,11 @@ from common.errors import InvalidInputError
 from common.profile.model import Bootloader, SDBootEnrollKeys
 from common.talos.quirks import Quirks
 from worker.imager import gpt, tools
+from worker.imager.grub import grub_platform_dir
 from worker.imager.iso import grub_quote
 from worker.imager.meta import meta_partition
 from worker.imager.sparse import nonzero_blocks
-from worker.imager.staging import fat_copy, grub_platform_dir
+from worker.imager.staging import fat_copy
 
 log = logging.getLogger(__name__)
 

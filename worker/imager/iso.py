@@ -3,8 +3,9 @@
 A port of Talos ``pkg/imager/iso`` (v1.14.0-rc.1) plus ``outISO``'s generator choice. Everything is
 built from plain files in the caller's ``workdir``: no loop devices, mounts or root.
 
-GRUB comes from the release's imager image (``inputs.grub_dirs``), never from the host, as upstream
-runs ``grub-mkrescue`` inside that image. ``grub-mkrescue`` (2.06 here) only ever reads platform
+GRUB comes from ``inputs.grub_dirs``: the release's imager image where it has a platform, this
+factory's own otherwise (:mod:`worker.imager.grub`; upstream always uses its container's).
+``grub-mkrescue`` (2.06 here) only ever reads platform
 directories from its compiled-in ``/usr/lib/grub`` (no environment override) unless ``-d`` is given,
 and ``-d`` names exactly one platform (the last one wins). So, like upstream's hybrid ISO does,
 ``grub-mkrescue -d <i386-pc>`` builds the BIOS side, and the UEFI GRUB side (what ``grub-mkrescue``
@@ -39,7 +40,8 @@ from common.errors import InvalidInputError
 from common.profile.model import Bootloader, SDBootEnrollKeys
 from common.talos.quirks import Quirks
 from worker.imager import tools
-from worker.imager.staging import Stage, fat_copy, grub_platform_dir
+from worker.imager.grub import grub_platform_dir
+from worker.imager.staging import Stage, fat_copy
 
 __all__ = [
     "IsoGenerator",
@@ -165,7 +167,7 @@ class IsoInputs:
     cmdline: str  # final command line (GRUB entries)
     uki: Path | None  # UEFI/HYBRID: EFI/Linux/Talos-<version>.efi
     sd_boot: Path | None  # UEFI/HYBRID: EFI/BOOT/BOOT<arch>.EFI
-    #: GRUB platform ("i386-pc", "x86_64-efi", "arm64-efi") -> the imager image's usr/lib/grub/<platform>
+    #: GRUB platform ("i386-pc", "x86_64-efi", "arm64-efi") -> its module directory (worker.imager.grub)
     grub_dirs: Mapping[str, Path]
     enroll_keys: SDBootEnrollKeys = SDBootEnrollKeys.OFF  # loader.conf secure-boot-enroll
     # Secure Boot only (upstream's signed ISO): the UKI signing certificate (DER) and key auto-enrolment

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from worker.imager import tools
 
-__all__ = ["Stage", "fat_copy", "grub_platform_dir"]
+__all__ = ["Stage", "fat_copy"]
 
 
 class Stage:
@@ -119,11 +119,3 @@ def fat_copy(image: Path, root: Path, names: Sequence[str], env: Mapping[str, st
         tools.run(["mmd", "-i", image, *(f"::/{d}" for d in dirs)], env=env)
     for rel, paths in files.items():
         tools.run(["mcopy", "-p", "-Q", "-m", "-i", image, *paths, f"::/{rel}/" if rel else "::/"], env=env)
-
-
-def grub_platform_dir(grub_dirs: Mapping[str, Path], platform: str) -> Path:
-    """The release's GRUB module directory for ``platform`` (``i386-pc``, ``x86_64-efi``, …)."""
-    path = grub_dirs.get(platform)
-    if path is None or not (path / "modinfo.sh").is_file():
-        raise tools.ToolError(f"GRUB {platform} modules missing from the imager image ({path})")
-    return path

@@ -10,6 +10,7 @@ data is streamed from disk, so 100+ MB kernels and initrds are never held in mem
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import struct
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +33,8 @@ __all__ = [
     "kernel_uname",
     "measurement_sets",
     "os_release",
+    "stub_supports_profiles",
+    "stub_systemd_version",
     "uki_sections",
 ]
 
@@ -160,6 +163,43 @@ def stub_sbat(stub: Path) -> bytes:
             raw = data[start : start + min(section.SizeOfRawData, section.Misc_VirtualSize)]
             return bytes(raw)
     raise UKIError(f"systemd stub {stub.name} has no .sbat section")
+
+
+#: The first systemd whose stub understands ``.profile`` sections (multi-profile UKIs, systemd v257).
+PROFILES_SINCE = 257
+#: ``src/boot/stub.c``: ``DECLARE_NOALLOC_SECTION(".sdmagic", "#### LoaderInfo: systemd-stub " GIT_VERSION
+#: " ####")``. GIT_VERSION starts with the release number whoever built it: ``257.13-1~deb13u1``
+#: (Debian), ``257.7-1.fc42``, ``v257-rc1-12-gabcdef0`` (git). Older stubs (252 on arm64) keep the
+#: string in ``.data``, so the whole file is searched.
+_SDMAGIC = re.compile(rb"#### LoaderInfo: systemd-stub v?(\d+)")
+#: ``src/boot/sbat.h``: ``systemd-stub,1,The systemd Developers,systemd,<PROJECT_VERSION>,…`` (``systemd,1,…``
+#: before the boot/stub split); only distribution builds carry ``.sbat``.
+_SBAT = re.compile(rb"^systemd(?:-stub)?,\d+,[^,\n]*,systemd,v?(\d+)", re.MULTILINE)
+#: The section name a stub must compare against to find profiles (absent from every stub before 257).
+_PROFILE_NAME = b".profile\0"
+
+
+def stub_systemd_version(stub: Path) -> int | None:
+    """The systemd release a systemd-stub was built from (its ``.sdmagic`` text, else its ``.sbat``)."""
+    data = stub.read_bytes()
+    for pattern in (_SDMAGIC, _SBAT):
+        found = pattern.search(data)
+        if found:
+            return int(found.group(1))
+    return None
+
+
+def stub_supports_profiles(stub: Path) -> bool:
+    """Whether the stub boots multi-profile UKIs: systemd >= 257 by its own version string; a stub that
+    names no version counts only if it knows the ``.profile`` section name.
+
+    A stub without profile support ignores ``.profile`` and takes the *last* ``.cmdline`` it finds, so
+    a profile with its own command line (Talos' wipe/reset profiles) would become the default boot.
+    """
+    version = stub_systemd_version(stub)
+    if version is not None:
+        return version >= PROFILES_SINCE
+    return _PROFILE_NAME in stub.read_bytes()
 
 
 def uki_sections(

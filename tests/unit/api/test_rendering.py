@@ -1,12 +1,16 @@
-"""Pure parts of delivery: Range parsing and who may be redirected."""
+"""Pure parts of delivery: Range parsing, who may be redirected, and streaming a cached asset."""
 
 from __future__ import annotations
 
-import pytest
-from flask import Flask, request
+from collections.abc import Iterator
+from types import SimpleNamespace
 
-from api.rendering import parse_range, redirect_allowed
+import pytest
+from flask import Flask, Response, request
+
+from api.rendering import Primed, asset_response, parse_range, redirect_allowed
 from common.config import load_config
+from common.errors import UnavailableError
 
 SIZE = 1000
 
@@ -60,3 +64,67 @@ def test_redirect_rules() -> None:
     assert allowed(host="pxe.factory.example", **two_hosts, **{"cache.redirectPXE": "true"})
     assert allowed(ua="iPXE/1.21.1", **main, **{"cache.redirectPXE": "true"})
     assert not allowed("HEAD", ua="iPXE/1.21.1", **main, **{"cache.redirectPXE": "true"})
+
+
+class _Asset:
+    """An asset whose backend fails on the first read (``fail``) or serves ``chunks``."""
+
+    def __init__(self, chunks: list[bytes], fail: Exception | None = None) -> None:
+        self.chunks = chunks
+        self.fail = fail
+        self.size = sum(map(len, chunks))
+        self.closed = False
+        self.reads = 0
+
+    def read(self, start: int = 0, length: int | None = None) -> Iterator[bytes]:
+        def stream() -> Iterator[bytes]:
+            self.reads += 1
+            try:
+                if self.fail is not None:
+                    raise self.fail
+                yield from self.chunks
+            finally:
+                self.closed = True
+
+        return stream()
+
+    def redirect_url(self, filename: str) -> str | None:
+        return None
+
+
+def respond(asset: _Asset) -> Response:
+    delivery = SimpleNamespace(services=_Services(), redirect_url=lambda *a: None)
+    app = Flask("t")
+    with app.test_request_context("/image/x", headers={"User-Agent": "curl/8"}):
+        return asset_response(
+            delivery,  # type: ignore[arg-type]
+            asset,  # type: ignore[arg-type]
+            request,
+            key="k" * 64,
+            filename="kernel-amd64",
+            content_type="application/octet-stream",
+        )
+
+
+def test_unreachable_backend_fails_inside_the_handler_not_after_it() -> None:
+    """Read lazily, the first chunk's error would reach gunicorn only after the handler returned
+    (its HTML 500); read at once, it is the handler's 503."""
+    asset = _Asset([b"x"], fail=UnavailableError("registry r is unavailable: ConnectionError"))
+    with pytest.raises(UnavailableError):
+        respond(asset)
+    assert asset.reads == 1
+
+
+def test_primed_stream_serves_every_byte_and_closes_the_backend() -> None:
+    asset = _Asset([b"ab", b"", b"cd"])
+    response = respond(asset)
+    assert asset.reads == 1  # the first chunk is read already
+    assert b"".join(response.response) == b"abcd"  # type: ignore[arg-type]
+    assert asset.closed
+
+    early = _Asset([b"ab", b"cd"])
+    stream = Primed(early.read())
+    assert next(stream) == b"ab"
+    stream.close()  # a client that went away: the backend connection is released
+    assert early.closed
+    assert list(Primed(iter(()))) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,10 @@ def no_start(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr("worker.app.create_celery", lambda config: FakeCelery())
     monkeypatch.setattr("api.server.serve", lambda config, level: started.append("api"))
+    # nor the metrics listener and the worker heartbeat around them (image_factory.metrics)
+    monkeypatch.setattr(
+        "image_factory.metrics.process_metrics", lambda config, _role: contextlib.nullcontext()
+    )
     return started
 
 

@@ -306,3 +306,37 @@ Call with (dict "ctx" $ "probe" .Values.api.livenessProbe).
 {{- end -}}
 {{- toYaml $probe -}}
 {{- end }}
+
+{{/*
+Whole seconds (rounded up) of a Go duration ("90s", "5m0s", "1h30m", "1.5m", "500ms").
+Call with (list "duration" "default").
+*/}}
+{{- define "image-factory.durationSeconds" -}}
+{{- $text := index . 0 | default (index . 1) | toString -}}
+{{- $scale := dict "ns" 1e-9 "us" 1e-6 "µs" 1e-6 "μs" 1e-6 "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0 -}}
+{{- $total := 0.0 -}}
+{{- range regexFindAll "([0-9]+\\.?[0-9]*|\\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)" $text -1 -}}
+{{- $unit := regexFind "(ns|us|µs|μs|ms|s|m|h)$" . -}}
+{{- $total = addf $total (mulf (trimSuffix $unit . | float64) (get $scale $unit)) -}}
+{{- end -}}
+{{- ceil $total | int -}}
+{{- end }}
+
+{{/*
+terminationGracePeriodSeconds of the API pods: http.shutdownGracePeriod (default 1m0s), in which a
+stopping API finishes its downloads, plus 5 s for gunicorn to stop its processes.
+*/}}
+{{- define "image-factory.apiTerminationGracePeriod" -}}
+{{- $grace := dig "http" "shutdownGracePeriod" "" (.Values.config | default dict) -}}
+{{- add (include "image-factory.durationSeconds" (list $grace "1m0s") | int) 5 -}}
+{{- end }}
+
+{{/*
+terminationGracePeriodSeconds of the worker pods: build.shutdownGracePeriod (default 5m0s), after
+which a stopping worker hands its unfinished builds back to the queue, plus 30 s to stop the tools,
+remove the scratch folders, re-publish the tasks and end Celery's warm shutdown.
+*/}}
+{{- define "image-factory.workerTerminationGracePeriod" -}}
+{{- $grace := dig "build" "shutdownGracePeriod" "" (.Values.config | default dict) -}}
+{{- add (include "image-factory.durationSeconds" (list $grace "5m0s") | int) 30 -}}
+{{- end }}

@@ -34,6 +34,8 @@ OURS = {
     "build.prebuildInstallers",
     "build.prebuildSchematics",
     "http.maxWaiters",
+    "http.shutdownGracePeriod",
+    "build.shutdownGracePeriod",
     "cache.redirectPXE",
     "redis.url",
     "artifacts.storageDir",

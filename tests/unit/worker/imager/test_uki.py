@@ -36,6 +36,8 @@ from worker.imager.uki import (
     kernel_uname,
     measurement_sets,
     os_release,
+    stub_supports_profiles,
+    stub_systemd_version,
     uki_sections,
 )
 
@@ -455,6 +457,55 @@ def test_stub_without_sbat_fails(payload: Payload, tmp_path: Path) -> None:
             version="v1",
             profiles=None,
         )
+
+
+# --------------------------------------------------------------------------------------------------
+# which stubs boot multi-profile UKIs (systemd >= 257)
+
+
+def test_real_stubs_say_whether_they_boot_profiles(
+    payload: Payload, legacy_payload: Payload, tmp_path: Path
+) -> None:
+    """Debian's stubs: trixie's 257 (both arches) does, bookworm's 252 does not; bookworm's arm64 stub
+    has only two PE sections (its ``.sdmagic`` text lives in ``.data``), so the whole file is read."""
+    assert (stub_systemd_version(payload.systemd_stub), stub_supports_profiles(payload.systemd_stub)) == (
+        257,
+        True,
+    )
+    old = legacy_payload.systemd_stub
+    assert (stub_systemd_version(old), stub_supports_profiles(old)) == (252, False)
+    arm = {v: build_payload(v, tmp_path / v, arch="arm64").systemd_stub for v in ("v1.12.4", "v1.7.6")}
+    assert len(pefile.PE(str(arm["v1.7.6"]), fast_load=True).sections) == 2
+    assert [(stub_systemd_version(p), stub_supports_profiles(p)) for p in arm.values()] == [
+        (257, True),
+        (252, False),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "version", "supported"),
+    [
+        (b"#### LoaderInfo: systemd-stub 257.7-1.fc42 ####", 257, True),
+        (b"#### LoaderInfo: systemd-stub v258-rc1-12-gabcdef0 ####", 258, True),
+        # the version string wins over the section name (a 256 stub that merely mentions ".profile")
+        (b"#### LoaderInfo: systemd-stub 256.11 #### .profile\0", 256, False),
+        # no .sdmagic text: the .sbat line (systemd,<version>), before and after the boot/stub split
+        (
+            b"sbat,1,SBAT Version,sbat,1,x\nsystemd,1,The systemd Developers,systemd,252,https://systemd.io/\n",
+            252,
+            False,
+        ),
+        (b"sbat,1,x\nsystemd-stub,1,The systemd Developers,systemd,257,https://systemd.io/\n", 257, True),
+        # no version at all: only a stub that knows the section name counts
+        (b"MZ stub .profile\0 .cmdline\0", None, True),
+        (b"MZ stub .cmdline\0 .linux\0", None, False),
+    ],
+)
+def test_stub_version_markers(content: bytes, version: int | None, supported: bool, tmp_path: Path) -> None:
+    stub = tmp_path / "stub.efi"
+    stub.write_bytes(bytes(64) + content + bytes(64))
+    assert stub_systemd_version(stub) == version
+    assert stub_supports_profiles(stub) is supported
 
 
 # --------------------------------------------------------------------------------------------------
