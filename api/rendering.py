@@ -18,11 +18,10 @@ from common.builds.state import Status
 from common.cache.base import CachedAsset
 from common.delivery.progress import Progress
 from common.delivery.service import Delivery, Pending
+from common.disposition import content_disposition
 from common.services import Services
 
 log = logging.getLogger(__name__)
-
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 def progress_document(progress: Progress, url: str | None) -> dict[str, Any]:
@@ -51,7 +50,8 @@ def retry_after(eta: float | None) -> str:
 
 
 def pending_response(d: Delivery, pending: Pending, url: str, *, preference_applied: bool) -> Response:
-    """``202 Accepted``: the build's status now, where to poll, and when."""
+    """``202 Accepted``: the build's status now, where to poll, and when. Only for a client that
+    asked with ``Prefer: respond-async``: a plain request never gets a 202 (``api.routes.image``)."""
     progress = d.progress_of(pending.record) if pending.record is not None else Progress.queued()
     resp = Response(go_json(progress_document(progress, url)), status=202, mimetype="application/json")
     resp.headers["Location"] = f"/builds/{pending.key}"
@@ -87,28 +87,75 @@ def redirect_allowed(request: Request, services: Services) -> bool:
     return not pxe_client or services.config.cache.redirectPXE
 
 
-def parse_range(header: str | None, size: int) -> tuple[int, int] | bool | None:
-    """``(start, length)`` for one satisfiable byte range; None without a (usable) Range header;
-    False when unsatisfiable (416). Multiple ranges are served whole, which RFC 9110 allows."""
+#: Most digits a range position is read with: more than any asset's size, and ``int()`` of thousands
+#: of digits is slow (Python refuses past 4300), so longer numbers count as "beyond the end".
+_DIGITS = 18
+_SPEC = re.compile(r"([0-9]*)-([0-9]*)")
+_BEYOND = 10**_DIGITS
+
+
+def _position(digits: str) -> int:
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _DIGITS else _BEYOND
+
+
+def _magnitude(digits: str) -> tuple[int, str]:
+    """Orders decimal numbers of any length without converting them."""
+    digits = digits.lstrip("0")
+    return len(digits), digits
+
+
+def parse_range(header: str | None, size: int, max_ranges: int = 16) -> tuple[int, int] | bool | None:
+    """The one byte range to send of ``size`` bytes: ``(start, length)`` (206), None to send the
+    whole asset (200), False for 416 (``Content-Range: bytes */size``).
+
+    RFC 9110 §14.2 lets a server ignore a Range header or answer its satisfiable ranges; this one
+    never builds a multipart response, so no answer is ever larger than the asset:
+
+    - no header, a unit other than ``bytes``, or any malformed range-spec (``5-1``, ``-``, ``x-y``):
+      the header is ignored (200, the whole asset);
+    - more than ``max_ranges`` range-specs (``http.maxRanges``): 416, counted before any number is
+      read (§15.5.17: "an excessive number of small or overlapping ranges");
+    - no range satisfiable: 416;
+    - the satisfiable ranges merged (overlapping or adjacent ones become one): one range left → 206
+      with it; several apart → 200 with the whole asset;
+    - huge positions are clamped to the end (``bytes=0-99999999999999999999`` is the whole asset).
+    """
     if not header:
         return None
-    match = _RANGE.match(header.strip())
-    if match is None:
+    unit, sep, specs = header.partition("=")
+    if not sep or unit.strip().lower() != "bytes":
         return None
-    first, last = match.groups()
-    if not first and not last:
+    parts = [part.strip() for part in specs.split(",")]
+    parts = [part for part in parts if part]  # RFC 9110 §5.6.1: empty list elements do not count
+    if not parts:
         return None
-    if not first:
-        length = min(int(last), size)
-        if length == 0:
-            return False
-        return size - length, length
-    start = int(first)
-    if start >= size:
+    if len(parts) > max_ranges:
         return False
-    end = min(int(last), size - 1) if last else size - 1
-    if end < start:
-        return None
+    wanted: list[tuple[int, int]] = []  # satisfiable (first, last), inclusive
+    for part in parts:
+        match = _SPEC.fullmatch(part)
+        if match is None or match.group() == "-":
+            return None
+        first, last = match.groups()
+        if not first:
+            length = min(_position(last), size)
+            if length > 0:
+                wanted.append((size - length, size - 1))
+            continue
+        start = _position(first)
+        if last and _magnitude(last) < _magnitude(first):
+            return None
+        if start < size:
+            wanted.append((start, min(_position(last), size - 1) if last else size - 1))
+    if not wanted:
+        return False
+    wanted.sort()
+    start, end = wanted[0]
+    for first, last in wanted[1:]:
+        if first > end + 1:
+            return None  # ranges apart: the whole asset, never multipart
+        end = max(end, last)
     return start, end - start + 1
 
 
@@ -137,12 +184,12 @@ def asset_response(
             resp.headers["Location"] = url
             return resp
     headers = {
-        "Content-Disposition": f'attachment; filename="{filename}"',
+        "Content-Disposition": content_disposition(filename),
         "Accept-Ranges": "bytes",
         "ETag": f'"{key}"',
     }
     size = asset.size
-    wanted = parse_range(request.headers.get("Range"), size)
+    wanted = parse_range(request.headers.get("Range"), size, d.services.config.http.maxRanges)
     if wanted is False:
         headers["Content-Range"] = f"bytes */{size}"
         return Response(b"", status=416, headers=headers, content_type=content_type)

@@ -8,14 +8,18 @@ flight go on, requests waiting for a build are answered 503 with ``Retry-After``
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
 import gunicorn.http.wsgi
+from gunicorn import util
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.http.unreader import SocketUnreader
+from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from api.deadline import DeadlineSocket, RequestReadTimeout
 from api.metrics import child_exit
 from common.config import Config
 from common.logging import LEVELS, configure_logging
@@ -46,11 +50,50 @@ class JSONLogger(Logger):
     factory_level = "info"
 
 
+class DeadlineConn(TConn):
+    """A connection whose request parser reads through a :class:`~api.deadline.DeadlineSocket`."""
+
+    read_seconds = 30.0
+    deadline_socket: DeadlineSocket | None = None
+
+    def init(self) -> None:
+        fresh = not self.initialized
+        super().init()
+        unreader = getattr(self.parser, "unreader", None)
+        if fresh and isinstance(unreader, SocketUnreader) and self.deadline_socket is None:
+            self.deadline_socket = DeadlineSocket(unreader.sock, self.read_seconds)
+            unreader.sock = self.deadline_socket
+
+
 class GracefulThreadWorker(ThreadWorker):
     """gunicorn's threaded worker that, on SIGTERM, starts this process's shutdown clock (waiting
     requests watch it), turns ``/readyz`` to 503 (for requests still answered on kept-alive
     connections) and refuses new connections at once instead of leaving them unanswered in the
-    listen backlog until it exits."""
+    listen backlog until it exits.
+
+    Each request must arrive within ``http.requestReadTimeout`` (``api.deadline``): a client slower
+    than that gets 408 and loses its connection, whether it trickles its headers or its body.
+    """
+
+    read_seconds = 30.0
+
+    def handle(self, conn: TConn) -> Any:
+        if type(conn) is TConn:
+            conn.__class__ = DeadlineConn
+        if isinstance(conn, DeadlineConn):
+            conn.read_seconds = self.read_seconds
+            if conn.deadline_socket is not None:
+                conn.deadline_socket.restart()  # a kept-alive connection's next request
+        return super().handle(conn)
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        if not isinstance(exc, RequestReadTimeout):
+            super().handle_error(req, client, addr, exc)
+            return
+        self.log.warning("request not received within http.requestReadTimeout; closing the connection")
+        if req is None:  # still reading the headers: nothing answered yet
+            with contextlib.suppress(OSError):
+                util.write_error(client, 408, "Request Timeout", "request not received in time")
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         # Assignments only: safe in a signal handler.
@@ -91,6 +134,11 @@ class FactoryServer(BaseApplication):
             "control_socket_disable": True,  # one per host by default: replicas would fight over it
             "child_exit": child_exit,  # metrics: an exited worker's live gauges stop counting
             "timeout": 0,  # asset requests may wait for builds; liveness is the arbiter's heartbeat
+            # Hostile requests: gunicorn answers 414 (line) or 431 (fields) before the app sees them;
+            # reading one request is bounded by http.requestReadTimeout (GracefulThreadWorker).
+            "limit_request_line": http.maxRequestLine,
+            "limit_request_fields": http.maxHeaderFields,
+            "limit_request_field_size": http.maxHeaderFieldSize,
             # SIGTERM: downloads in flight finish and waiting requests are answered within this
             "graceful_timeout": max(0, math.ceil(http.shutdownGracePeriod.total_seconds())),
             "accesslog": None,  # the app logs each request as a JSON line itself
@@ -104,6 +152,7 @@ class FactoryServer(BaseApplication):
         if http.certFile and http.keyFile:
             settings.update(certfile=http.certFile, keyfile=http.keyFile)
         JSONLogger.factory_level = self.log_level
+        GracefulThreadWorker.read_seconds = http.requestReadTimeout.total_seconds()
         for key, value in settings.items():
             self.cfg.set(key, value)
 

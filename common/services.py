@@ -61,9 +61,7 @@ def build_artifacts(config: Config, metrics: Metrics = NULL_METRICS) -> Artifact
 
 def build_services(config: Config) -> Services:
     metrics = metrics_for(config)
-    client = redis.Redis.from_url(
-        config.redis.url, socket_timeout=5.0, socket_connect_timeout=2.0, health_check_interval=30
-    )
+    client = redis_client(config)
     schematics = SchematicService(
         SchematicStorage(RegistryClient(config.artifacts.schematic)),
         SchematicLRU(config.cache.schematic.capacity, config.cache.schematic.negativeTTL.total_seconds()),
@@ -84,6 +82,29 @@ def build_services(config: Config) -> Services:
         readiness=dependency_checks(config, client, artifacts.versions_note),
         metrics=metrics,
     )
+
+
+#: Seconds a thread waits for a free connection of a full pool before the request answers 503.
+REDIS_POOL_WAIT = 5.0
+
+
+def redis_client(config: Config) -> redis.Redis:
+    """A client whose pool blocks (for :data:`REDIS_POOL_WAIT` at most) when every connection is
+    taken, instead of raising ``MaxConnectionsError`` as redis-py's default pool does past 100.
+
+    Sized for every thread of an API process at once plus its own threads (the build listener,
+    background prebuilds); connections are only opened when needed. A pool still exhausted after
+    the wait raises ``redis.ConnectionError``: 503 with ``Retry-After`` (``common.outages``).
+    """
+    pool = redis.BlockingConnectionPool.from_url(
+        config.redis.url,
+        max_connections=max(100, config.http.threads + 16),
+        timeout=REDIS_POOL_WAIT,
+        socket_timeout=5.0,
+        socket_connect_timeout=2.0,
+        health_check_interval=30,
+    )
+    return redis.Redis(connection_pool=pool)
 
 
 def build_state(config: Config, client: redis.Redis) -> BuildState:

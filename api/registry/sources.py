@@ -48,6 +48,10 @@ NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 #: OCI image-spec digest grammar (``algorithm:encoded``).
 DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
+#: Longest image name or digest forwarded upstream (distribution-spec clients limit a whole
+#: repository name to 255 characters; a sha512 digest is 135): longer ones are unknown, not a
+#: request for the source registry to refuse.
+MAX_COMPONENT = 255
 #: The largest referrers-tag index we read into memory.
 MAX_INDEX_SIZE = 4 * 1024 * 1024
 EMPTY_INDEX = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}'
@@ -66,17 +70,22 @@ def parse_route(segments: list[str]) -> SourceRoute:
     """The route for the path segments after ``/v2/``; ``RegistryError`` 404 (``NAME_UNKNOWN``) for
     anything that is not a source-image call (another prefix, a nested or invalid name, an unknown
     sub-resource), ``MANIFEST_UNKNOWN``/``BLOB_UNKNOWN`` for a malformed reference."""
-    if len(segments) != 4 or segments[0] != PREFIX or not NAME.match(segments[1]):
+    if (
+        len(segments) != 4
+        or segments[0] != PREFIX
+        or len(PREFIX) + 1 + len(segments[1]) > MAX_COMPONENT
+        or not NAME.match(segments[1])
+    ):
         raise RegistryError(404, "NAME_UNKNOWN", f"unknown image: {'/'.join(segments[:2])}")
     image, resource, reference = segments[1:]
     if resource == "tags":
         if reference != "list":
             raise RegistryError(404, "NAME_UNKNOWN", f"unknown resource: tags/{reference}")
     elif resource == "manifests":
-        if not (TAG.match(reference) or DIGEST.match(reference)):
+        if len(reference) > MAX_COMPONENT or not (TAG.match(reference) or DIGEST.match(reference)):
             raise RegistryError(404, "MANIFEST_UNKNOWN", f"invalid reference: {reference}")
     elif resource in ("blobs", "referrers"):
-        if not DIGEST.match(reference):
+        if len(reference) > MAX_COMPONENT or not DIGEST.match(reference):
             code = "BLOB_UNKNOWN" if resource == "blobs" else "MANIFEST_UNKNOWN"
             raise RegistryError(404, code, f"invalid digest: {reference}")
     else:

@@ -12,6 +12,7 @@ from flask import Blueprint, Response
 from api.context import services
 from api.responses import json_response
 from api.routes.meta import artifacts
+from common.disposition import content_disposition
 from common.errors import NotFoundError
 from common.talos import version as v
 
@@ -46,7 +47,7 @@ def talosctl_file(version: str, path: str) -> Response:
         handle = open(target, "rb")  # noqa: SIM115 - streamed after the store entry is released
     size = os.fstat(handle.fileno()).st_size
     content_type = (mimetypes.guess_type(path)[0] if "." in path else None) or "application/octet-stream"
-    headers = {"Content-Length": str(size), "Content-Disposition": f'attachment; filename="{path}"'}
+    headers = {"Content-Length": str(size), "Content-Disposition": content_disposition(path)}
 
     def stream() -> Iterator[bytes]:
         while chunk := handle.read(CHUNK):

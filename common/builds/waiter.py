@@ -2,12 +2,22 @@
 
 One daemon thread per process listens on the ``done`` channel and wakes the waiters of that key;
 waiters also re-read the record every :data:`POLL_EVERY` seconds, so a lost message or a dropped
-subscription costs at most that much latency, never a hung request. Once the process is stopping
-(``common.shutdown``), waits end within their share of the grace period.
+subscription costs at most that much latency, never a hung request. The waiters of one build share
+its reads: however many wake at once, one Redis read of a record is in flight per process
+(``common.singleflight``). Once the process is stopping (``common.shutdown``), waits end within
+their share of the grace period.
+
+Waiting places: ``limit`` (``http.maxWaiters``) bounds the requests of a process that wait for
+builds no other request of the process waits for, so that cold requests for many different assets
+leave threads to cached downloads. A request for a build the process already waits for joins it
+whatever the count: it costs no Redis read and no subscription, only its thread, and refusing it
+would make clients of one popular build fail merely because the kernel handed more of their
+connections to one process than to another.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -18,6 +28,7 @@ import redis
 
 from common.builds.state import DONE_CHANNEL, BuildRecord, BuildState, Status
 from common.shutdown import PROCESS, ShutdownClock
+from common.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +41,7 @@ class Waiter:
     ) -> None:
         self.redis = client
         self.state = state
-        self.limit = limit  # waiting requests this process allows at once
+        self.limit = limit  # requests of this process that may wait for builds not yet waited for
         self.shutdown = shutdown  # once it runs, waits end within their share of the grace period
         self._events: dict[str, list[threading.Event]] = {}
         self._lock = threading.Lock()
@@ -38,15 +49,18 @@ class Waiter:
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self._pid = 0
+        self._reads: SingleFlight[str, BuildRecord | None] = SingleFlight()
 
     @property
     def waiting(self) -> int:
         return self._waiting
 
-    def try_reserve(self) -> bool:
-        """Takes one of ``limit`` waiting places; False when they are all taken."""
+    def try_reserve(self, keys: Sequence[str] = ()) -> bool:
+        """Takes a waiting place; False when ``limit`` requests wait already, unless another
+        request of this process waits for every one of ``keys`` (joining costs only a thread)."""
         with self._lock:
-            if self._waiting >= self.limit:
+            joining = bool(keys) and all(key in self._events for key in keys)
+            if self._waiting >= self.limit and not joining:
                 return False
             self._waiting += 1
             return True
@@ -82,8 +96,9 @@ class Waiter:
         try:
             while True:
                 event.clear()
+                woken = time.monotonic()  # reads begun before this may miss the news that woke us
                 for key in keys:
-                    records[key] = self.state.get(key)
+                    records[key] = self.read(key, woken)
                 seen = list(records.values())
                 if all(r is not None and r.finished for r in seen) or any(
                     r is not None and r.status is Status.FAILED for r in seen
@@ -109,6 +124,11 @@ class Waiter:
                     if not events:
                         self._events.pop(key, None)
 
+    def read(self, key: str, since: float | None = None) -> BuildRecord | None:
+        """The build record, read once for all the requests of this process asking at the moment
+        (from a read begun at ``since``, a ``time.monotonic()`` value, or later)."""
+        return self._reads.do(key, lambda: self.state.get(key), started_after=since)
+
     def _ensure_listener(self) -> None:
         with self._lock:
             # gunicorn forks after the app is built: a thread started in the parent does not exist here.
@@ -128,6 +148,7 @@ class Waiter:
 
     def _listen(self) -> None:
         while not self._stopped.is_set():
+            pubsub = None
             try:
                 pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(DONE_CHANNEL)
@@ -147,3 +168,7 @@ class Waiter:
                     "build notifications lost; polling until Redis is back", extra={"error": str(exc)}
                 )
                 self._stopped.wait(1.0)
+            finally:
+                if pubsub is not None:  # its connection goes back to the (bounded) pool
+                    with contextlib.suppress(Exception):
+                        pubsub.close()

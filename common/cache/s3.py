@@ -33,6 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from common.cache.base import CHUNK, AssetInfo, CachedAsset
 from common.cache.oci import ANNOTATION_S3_ETAG, OCIAsset, OCICache, range_length
 from common.config.options import S3Options
+from common.disposition import content_disposition
 from common.errors import FactoryError, UnavailableError
 from common.metrics import NULL_METRICS, Metrics
 from common.metrics.definitions import S3_FALLBACKS
@@ -152,7 +153,7 @@ class S3Asset:
     def redirect_url(self, filename: str) -> str | None:
         params = {"Bucket": self.cache.bucket, "Key": self.object_key}
         if filename:
-            params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
+            params["ResponseContentDisposition"] = content_disposition(filename)
         try:
             url: str = self.cache.client.generate_presigned_url(
                 "get_object", Params=params, ExpiresIn=self.cache.presign_seconds
@@ -190,7 +191,7 @@ class S3Cache:
                 object_key,
                 ExtraArgs={
                     "ContentType": info.content_type,
-                    "ContentDisposition": f'attachment; filename="{info.filename}"',
+                    "ContentDisposition": content_disposition(info.filename),
                 },
                 Config=self.transfer,
             )

@@ -49,6 +49,37 @@ class HTTPOptions:
         "Largest request body (bytes) the API accepts, e.g. for POST /schematics; larger → 413.",
         ours=True,
     )
+    maxRanges: int = opt(
+        16,
+        "Most byte ranges one Range header may ask of a streamed asset; more get 416 (RFC 9110 "
+        "§15.5.17). Ranges are never answered as multipart: overlapping or adjacent ones are merged, "
+        "and ranges that stay apart get the whole asset (200).",
+        ours=True,
+    )
+    maxRequestLine: int = opt(
+        4094,
+        "Longest request line (method, URL and version, in bytes) the API reads (gunicorn's "
+        "limit_request_line); longer → 414.",
+        ours=True,
+    )
+    maxHeaderFields: int = opt(
+        100,
+        "Most header fields one request may carry (gunicorn's limit_request_fields); more → 431.",
+        ours=True,
+    )
+    maxHeaderFieldSize: int = opt(
+        8190,
+        "Longest header field (name and value, in bytes; gunicorn's limit_request_field_size); longer → 431.",
+        ours=True,
+    )
+    requestReadTimeout: timedelta = opt(
+        timedelta(seconds=30),
+        "How long the API waits for one request's line, headers and body, from the request's first "
+        "byte (or from a kept-alive connection turning readable) to its body's last; a client slower "
+        "than that gets 408 and its connection is closed, so no trickling client holds a thread longer. "
+        "Responses (downloads) are not bounded by it.",
+        ours=True,
+    )
     workers: int = opt(2, "Number of gunicorn worker processes serving the API.", ours=True)
     threads: int = opt(
         128,
@@ -58,8 +89,10 @@ class HTTPOptions:
     )
     maxWaiters: int = opt(
         0,
-        "Most requests per API process that may wait for a build at once; more get 503 with Retry-After "
-        "so cached downloads keep their threads. 0 means `threads` minus 8.",
+        "Most requests per API process that may wait at once for builds no other request of the process "
+        "waits for; more get 503 with Retry-After so cached downloads keep their threads. Requests for a "
+        "build the process already waits for always join it (they cost only their thread). 0 means "
+        "`threads` minus 8.",
         ours=True,
     )
     shutdownGracePeriod: timedelta = opt(
@@ -85,7 +118,9 @@ class BuildOptions:
     )
     waitTimeout: timedelta = opt(
         timedelta(minutes=20),
-        "How long an asset request waits for a build before answering 202 with the build's status.",
+        "How long an asset request waits for a build; then it gets 503 with Retry-After (the build goes "
+        "on, the retry joins it). Only requests with `Prefer: respond-async` get 202 with the build's "
+        "status, at once.",
         ours=True,
     )
     timeout: timedelta = opt(

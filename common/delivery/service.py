@@ -37,6 +37,7 @@ from common.metrics.definitions import (
 from common.profile.enhance import BuildPlan
 from common.profile.secureboot import secureboot_assets
 from common.services import Services
+from common.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ class Delivery:
         self._lock = threading.Lock()
         self._assets: TTLCache[str, CachedAsset] = TTLCache(MEMO_SIZE, ENTRY_TTL)
         self._located: TTLCache[tuple[str, str, str], Located] = TTLCache(MEMO_SIZE, PLAN_TTL)
+        self._lookups: SingleFlight[str, CachedAsset | None] = SingleFlight()
         # (key, filename) → (the asset the URL was made for, the URL)
         self._urls: TTLCache[tuple[str, str], tuple[CachedAsset, str]] = TTLCache(
             MEMO_SIZE, max(1.0, min(300.0, presign / 4))
@@ -204,11 +206,16 @@ class Delivery:
                 self._urls[memo] = (asset, url)
         return url
 
-    def lookup(self, key: str) -> CachedAsset | None:
+    def lookup(self, key: str, since: float | None = None) -> CachedAsset | None:
+        """The cached asset; concurrent lookups of one key (every waiter of a build that just
+        finished) share one look-up of the cache, begun at ``since`` (``time.monotonic()``) or later."""
         with self._lock:
             found = self._assets.get(key)
         if found is not None:
             return found
+        return self._lookups.do(key, lambda: self._lookup(key), started_after=since)
+
+    def _lookup(self, key: str) -> CachedAsset | None:
         asset = self.services.cache.get(key)
         if asset is not None:
             with self._lock:
@@ -271,7 +278,7 @@ class Delivery:
     def _wait(self, keys: Sequence[str], timeout: float | None = None) -> dict[str, CachedAsset] | Pending:
         """Blocks until the builds finish or ``build.waitTimeout`` passes; in a stopping process, 503
         when the builds did not finish within the wait's share of the grace period."""
-        if not self.waiter.try_reserve():
+        if not self.waiter.try_reserve(keys):
             raise UnavailableError("too many requests are waiting for builds on this server; retry later")
         metrics = self.services.metrics
         metrics.inc(CLIENTS_WAITING)
@@ -293,8 +300,9 @@ class Delivery:
                     raise StoppingError("this server is shutting down; the build goes on, retry")
                 return Pending(key, record)
         assets: dict[str, CachedAsset] = {}
+        finished = time.monotonic()  # a look-up begun before the builds were seen finished may miss them
         for key in keys:
-            asset = self.lookup(key)
+            asset = self.lookup(key, finished)
             if asset is None:
                 # Published and then gone (evicted, or its signature no longer verifies): build again.
                 raise UnavailableError("the asset was built but is not in the cache; retry")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from types import SimpleNamespace
 
@@ -28,13 +29,62 @@ SIZE = 1000
         ("bytes=1000-", False),
         ("bytes=-0", False),
         ("bytes=5-1", None),
-        ("bytes=0-1,5-6", None),  # several ranges: served whole
+        ("bytes=0-1,5-6", None),  # several ranges apart: served whole, never multipart
         ("items=0-1", None),
         ("bytes=-", None),
+        # Overlapping and adjacent ranges merge into one.
+        ("bytes=0-10,5-20", (0, 21)),
+        ("bytes=0-9,10-19", (0, 20)),
+        ("bytes=10-19, 0-9", (0, 20)),
+        ("bytes=0-99,0-99,0-99", (0, 100)),
+        ("bytes=-100,900-", (900, 100)),
+        ("bytes=0-,0-", (0, 1000)),
+        ("bytes=0-0,-1", None),
+        ("BYTES = 0-9", (0, 10)),  # the unit is case-insensitive
+        ("bytes=0-9,,", (0, 10)),  # empty list elements do not count
+        # Unsatisfiable ranges are dropped; none left → 416.
+        ("bytes=5000-6000,0-9", (0, 10)),
+        ("bytes=5000-6000,1000-", False),
+        # Huge positions clamp to the end, without converting thousands of digits.
+        ("bytes=0-" + "9" * 5000, (0, 1000)),
+        ("bytes=-" + "9" * 5000, (0, 1000)),
+        ("bytes=" + "9" * 5000 + "-", False),
+        ("bytes=" + "9" * 30 + "-" + "9" * 29, None),  # last < first: malformed
+        ("bytes=" + "0" * 40 + "5-9", (5, 5)),
+        # Malformed anywhere: the header is ignored.
+        ("bytes=0-9,x", None),
+        ("bytes=0-9,5-1", None),
+        ("bytes=0x1-5", None),
+        ("bytes=\u0661-5", None),  # a non-ASCII digit
+        ("bytes=+1-5", None),
+        ("bytes=1-5-9", None),
+        ("bytes", None),
+        ("bytes=", None),
+        ("bytes=,", None),
     ],
 )
 def test_parse_range(header: str | None, expected: object) -> None:
     assert parse_range(header, SIZE) == expected
+
+
+def test_parse_range_bounds_the_number_of_ranges() -> None:
+    assert parse_range(",".join(["bytes=0-0"] + ["0-0"] * 15), SIZE, 16) == (0, 1)
+    assert parse_range(",".join(["bytes=0-0"] + ["0-0"] * 16), SIZE, 16) is False
+    assert parse_range("bytes=0-1,2-3", SIZE, 1) is False
+    # Thousands of ranges (as many as fit in one header field) are refused before any is read.
+    header = "bytes=" + ",".join(f"{i}-{i}" for i in range(2000))
+    started = time.perf_counter()
+    assert parse_range(header, SIZE, 16) is False
+    assert time.perf_counter() - started < 0.05
+    # Even malformed ones: too many is too many.
+    assert parse_range("bytes=" + ",".join(["x"] * 100), SIZE, 16) is False
+
+
+def test_parse_range_is_fast_on_the_largest_header() -> None:
+    started = time.perf_counter()
+    for header in ("bytes=" + "1" * 8000 + "-", "bytes=0-" + "9" * 8000, "bytes=" + ",".join(["0-999"] * 16)):
+        parse_range(header, SIZE, 16)
+    assert time.perf_counter() - started < 0.05
 
 
 class _Services:

@@ -22,6 +22,11 @@ LATER_UPSTREAM = {
 }
 OURS = {
     "http.maxRequestBodySize",
+    "http.maxRanges",
+    "http.maxRequestLine",
+    "http.maxHeaderFields",
+    "http.maxHeaderFieldSize",
+    "http.requestReadTimeout",
     "http.workers",
     "http.threads",
     "build.waitTimeout",
