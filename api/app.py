@@ -8,7 +8,19 @@ from api.cors import CORSMiddleware
 from api.errors import register_error_handlers
 from api.metrics import instrument
 from api.middleware import register_middleware
-from api.routes import builds, health, image, keys, meta, pxe, registry, schematics, secureboot, talosctl
+from api.routes import (
+    builds,
+    health,
+    image,
+    keys,
+    meta,
+    openapi,
+    pxe,
+    registry,
+    schematics,
+    secureboot,
+    talosctl,
+)
 from common.builds.waiter import Waiter
 from common.config import Config
 from common.delivery.installers import InstallerImages
@@ -38,5 +50,6 @@ def create_app(config: Config, services: Services | None = None) -> Flask:
     app.register_blueprint(keys.bp)
     app.register_blueprint(secureboot.bp)
     app.register_blueprint(registry.bp)
+    app.register_blueprint(openapi.bp)
     app.wsgi_app = CORSMiddleware(app.wsgi_app, config.http.allowedOrigins)  # type: ignore[method-assign]
     return app

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from common.errors import FactoryError
@@ -48,6 +48,12 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
+        if request.path.startswith("/v2/"):  # no /v2 route matched (e.g. a newline in a name)
+            from api.registry.errors import error_response  # here: api.registry.errors imports this module
+
+            if status == 404:
+                return error_response(404, "404 page not found", "NAME_UNKNOWN")
+            return error_response(status, exc.description or exc.name)
         if status == 404:
             message = "404 page not found"
         elif status == 405:

@@ -350,6 +350,11 @@ def relay(request: Request, upstream: requests.Response, upstream_url: str) -> R
             f"registry {host} requires credentials: the factory only proxies anonymous pulls",
             retry_after=RETRY_AFTER,
         )
+    if upstream.status_code >= 400 and "json" not in upstream.headers.get("Content-Type", ""):
+        # e.g. distribution's plain-text 405 for HEAD on tags/list: our errors are the registry's JSON
+        upstream.close()
+        host = urlsplit(upstream_url).netloc
+        return error_response(upstream.status_code, f"registry {host} answered {upstream.status_code}")
     headers = response_headers(upstream.headers, upstream_url, request.path)
     if request.method == "HEAD":
         upstream.close()

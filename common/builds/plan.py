@@ -18,7 +18,7 @@ from common.profile.path import parse_path
 from common.schematic import parse_schematic
 from common.talos import version as v
 
-#: Upstream's download Content-Type map (internal/mime, v1.1+); the host's mime DB for the rest.
+#: Upstream's download Content-Type map (internal/mime, v1.1+); Python's built-in table for the rest.
 CONTENT_TYPES = {
     ".efi": "application/efi",
     ".iso": "application/x-iso9660-image",
@@ -26,6 +26,12 @@ CONTENT_TYPES = {
     ".gz": "application/gzip",
     ".qcow2": "application/x-qemu-disk",
 }
+
+#: Python's own extension table, never the host's ``/etc/mime.types``: the global ``mimetypes``
+#: table changes once anything in the process calls ``mimetypes.init()`` (Debian's maps ``.zst``
+#: to ``application/zstd``), and an asset's Content-Type must not depend on the host or on import
+#: order. A ``MimeTypes`` instance starts from the built-in defaults only.
+_BUILTIN_TYPES: dict[str, str] = mimetypes.MimeTypes().types_map[True]
 
 
 class Schematics(Protocol):
@@ -121,7 +127,7 @@ def content_type(path: str) -> str:
     ext = path[dot:].lower() if dot > path.rfind("/") and dot >= 0 else ""
     if not ext:
         return "application/octet-stream"
-    return CONTENT_TYPES.get(ext) or mimetypes.types_map.get(ext) or "application/octet-stream"
+    return CONTENT_TYPES.get(ext) or _BUILTIN_TYPES.get(ext) or "application/octet-stream"
 
 
 def safe_filename(requested: str | None, default: str) -> str:
