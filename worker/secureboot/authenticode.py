@@ -327,6 +327,15 @@ def _verify(certificate: x509.Certificate, signature: bytes, digest: bytes) -> N
         ) from exc
 
 
+def signer_identifier(certificate_der: bytes) -> Any:
+    """The ``SignerIdentifier`` (issuer and serial number) naming ``certificate_der`` in a SignerInfo:
+    shared by Authenticode and the enrolment databases' PKCS #7."""
+    cert = asn1_x509.Certificate.load(certificate_der)
+    return cms.SignerIdentifier(
+        {"issuer_and_serial_number": {"issuer": cert.issuer, "serial_number": cert.serial_number}}
+    )
+
+
 def _sorted_attributes(attrs: list[Any]) -> Any:
     """DER ``SET OF``: elements in the order of their encodings (verifiers re-encode before checking)."""
     return cms.CMSAttributes(sorted(attrs, key=lambda a: a.dump()))
@@ -354,14 +363,7 @@ def build_signed_data(pe_hash: bytes, certificate_der: bytes, sign_digest: SignD
     signer_info = cms.SignerInfo(
         {
             "version": "v1",
-            "sid": cms.SignerIdentifier(
-                {
-                    "issuer_and_serial_number": {
-                        "issuer": asn1_cert.issuer,
-                        "serial_number": asn1_cert.serial_number,
-                    }
-                }
-            ),
+            "sid": signer_identifier(certificate_der),
             "digest_algorithm": {"algorithm": "sha256"},
             "signed_attrs": signed_attrs,
             "signature_algorithm": {"algorithm": sig_alg},

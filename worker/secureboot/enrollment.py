@@ -79,6 +79,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
+from worker.secureboot.authenticode import signer_identifier
 from worker.secureboot.base import SignerError
 
 if TYPE_CHECKING:
@@ -238,14 +239,7 @@ def pkcs7_signed_data(payload: bytes, certificate_der: bytes, signer: PESigner) 
     signer_info = cms.SignerInfo(
         {
             "version": "v1",
-            "sid": cms.SignerIdentifier(
-                {
-                    "issuer_and_serial_number": {
-                        "issuer": asn1_cert.issuer,
-                        "serial_number": asn1_cert.serial_number,
-                    }
-                }
-            ),
+            "sid": signer_identifier(certificate_der),
             "digest_algorithm": {"algorithm": "sha256"},
             "signature_algorithm": {"algorithm": "rsassa_pkcs1v15"},  # rsaEncryption
             "signature": signature,
