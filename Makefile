@@ -11,10 +11,12 @@ SYSTEM_PACKAGES := redis-server docker-registry skopeo podman openssl python3-ve
 	xorriso grub-common grub-pc-bin grub-efi-amd64-bin mtools dosfstools squashfs-tools-ng cpio \
 	xfsprogs libfaketime pigz fdisk gpgv debian-archive-keyring gpg gpg-agent \
 	sbsigntool osslsigncode efitools softhsm2 systemd swtpm libtss2-esys-3.0.2-0 libtss2-rc0 strace \
-	prometheus
+	prometheus nginx chromium fonts-dejavu-core runc buildah mmdebstrap uidmap wrk bubblewrap \
+	gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-system-arm qemu-efi-aarch64 \
+	golang-github-containernetworking-plugin-dnsname apache2-utils
 PYTEST_ARGS ?=
 
-.PHONY: run stop test lint typecheck unit integration docs system-deps clean
+.PHONY: run stop test lint typecheck unit integration docs ui-screenshots ui-messages image compose-up compose-down chart-docs system-deps clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || $(MAKE) system-deps
@@ -56,6 +58,33 @@ integration: system-deps $(BIN)/.installed
 
 docs: $(BIN)/.installed
 	$(BIN)/image-factory config --format reference > docs/configuration.md
+
+# The web UI's screenshots in docs/ui/ (every step, 1280x800 and 390x844), taken by its browser tests.
+ui-screenshots: system-deps $(BIN)/.installed
+	UI_SCREENSHOTS=$(CURDIR)/docs/ui $(BIN)/pytest tests/e2e/test_ui_wizard.py $(PYTEST_ARGS)
+
+# After changing a UI text: extract the messages and merge them into the .po catalogs, then translate
+# what tests/unit/api/ui/test_translations.py lists (.mo files are compiled at start-up, never committed).
+ui-messages: $(BIN)/.installed
+	$(BIN)/pybabel extract -F api/ui/babel.cfg -k N_ --no-location --sort-output -o api/ui/translations/messages.pot .
+	$(BIN)/pybabel update -i api/ui/translations/messages.pot -d api/ui/translations --ignore-obsolete
+
+# The container image (Dockerfile) built with podman on a local Debian base; prints time and size.
+# tests/integration/test_container_image.py builds and runs it in `make test` (cached layers).
+image: system-deps $(BIN)/.installed
+	$(BIN)/python -m devstack.container build
+
+# docker-compose.yml through podman-compose: 2 APIs (:8080, :8081), 2 workers, Redis, registry (:5000),
+# S3 (:8333), seeded with the fixture release. tests/integration/test_compose.py does the same.
+compose-up: system-deps $(BIN)/.installed
+	$(BIN)/python -m devstack.compose up
+
+compose-down: $(BIN)/.installed
+	$(BIN)/python -m devstack.compose down
+
+# The Helm chart README's values table, from values.yaml (checked by tests/unit/deploy/test_chart.py).
+chart-docs: $(BIN)/.installed
+	$(BIN)/python -m devstack.chart_docs
 
 clean:
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache

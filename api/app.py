@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from api import ui
 from api.cors import CORSMiddleware
 from api.errors import register_error_handlers
 from api.metrics import instrument
@@ -51,5 +52,6 @@ def create_app(config: Config, services: Services | None = None) -> Flask:
     app.register_blueprint(secureboot.bp)
     app.register_blueprint(registry.bp)
     app.register_blueprint(openapi.bp)
+    ui.register(app)  # the web UI: GET /, /ui/..., /llms.txt
     app.wsgi_app = CORSMiddleware(app.wsgi_app, config.http.allowedOrigins)  # type: ignore[method-assign]
     return app

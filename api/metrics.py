@@ -17,6 +17,7 @@ With metrics disabled (``metrics.addr`` empty) nothing is registered and request
 
 from __future__ import annotations
 
+import functools
 import re
 
 from flask import Flask, Request, Response, g, request
@@ -30,6 +31,7 @@ _PARAM = re.compile(r"<(?:(\w+):)?(\w+)>")
 _UPSTREAM_NAMES = {"schematic_id": "schematic"}
 
 
+@functools.lru_cache(maxsize=256)  # one entry per route: a regex substitution per request otherwise
 def route_pattern(rule: str) -> str:
     """``/image/<schematic_id>/<version>/<path>`` → ``/image/:schematic/:version/:path`` (httprouter
     syntax; a ``<path:x>`` catch-all becomes ``*x``)."""

@@ -176,6 +176,19 @@ def _asset_responses(what: str) -> dict[str, Any]:
     }
 
 
+def _integrity_content(ok: dict[str, Any]) -> dict[str, Any]:
+    """The asset's 200 plus what its ``.sha256``/``.sha512`` (text) and ``.sigstore.json`` answer."""
+    bundle = {"type": "object", "required": ["mediaType", "verificationMaterial", "dsseEnvelope"]}
+    return {
+        **ok,
+        "content": {
+            "application/json": {"schema": bundle},
+            "text/plain": {"schema": {"type": "string"}},  # also ``cmdline-*`` assets
+            **ok["content"],
+        },
+    }
+
+
 def _operations(spec: APISpec) -> None:
     get_or_head = ("get", "head")
 
@@ -219,8 +232,10 @@ def _operations(spec: APISpec) -> None:
         "summary": "A boot asset: served, redirected to S3/CDN, or built first",
         "description": "A plain GET waits for the build (``build.waitTimeout``). With "
         "``Prefer: respond-async`` a build in progress answers 202 with its status and a ``Location`` "
-        "to poll (``/builds/{key}``). HEAD is never redirected. ``*.sha256``, ``*.sha512`` and "
-        "``*.sigstore.json`` are enterprise features upstream: 402.",
+        "to poll (``/builds/{key}``). HEAD is never redirected. ``<path>.sha256`` and ``<path>.sha512`` "
+        "answer the asset's checksum as ``text/plain`` in sha256sum format, ``<path>.sigstore.json`` a "
+        "Sigstore bundle signed with the cache key (``/oci/cosign/signing-key.pub``); each is built or "
+        "waited for like the asset itself (upstream's community edition: 402).",
         "parameters": [
             {"in": "header", "name": "Prefer", "schema": {"type": "string", "enum": ["respond-async"]}},
             {
@@ -232,6 +247,7 @@ def _operations(spec: APISpec) -> None:
         ],
         "responses": {
             **_asset_responses("asset"),
+            "200": _integrity_content(_asset_responses("asset")["200"]),
             "202": _json(
                 "the build is in progress (only with ``Prefer: respond-async``)",
                 "BuildStatus",
@@ -246,7 +262,6 @@ def _operations(spec: APISpec) -> None:
                 "headers": {"Location": _header("the presigned URL", format="uri")},
                 "content": {"text/html": {"schema": {"type": "string"}}},
             },
-            "402": _text("an enterprise-only asset (checksums, sigstore bundles): plain text"),
             **_errors(400, 404, 502),
             "500": "InternalError",
         },

@@ -3,15 +3,19 @@ ranges, ``202 Accepted`` and the build status document. Routes stay thin by shar
 
 from __future__ import annotations
 
+import base64
+import functools
 import logging
 import math
 import re
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Request, Response
+from werkzeug.http import http_date, is_resource_modified, parse_if_range_header
 
 from api.responses import go_json
 from common.builds.state import Status
@@ -79,12 +83,16 @@ def redirect_allowed(request: Request, services: Services) -> bool:
     if request.method == "HEAD":
         return False
     http = services.config.http
-    pxe_host = urlsplit(http.externalPXEURL).netloc if http.externalPXEURL else ""
-    main_host = urlsplit(http.externalURL).netloc
+    pxe_host, main_host = _hosts(http.externalPXEURL, http.externalURL)
     pxe_client = request.headers.get("User-Agent", "").startswith("iPXE/") or bool(
         pxe_host and pxe_host != main_host and request.host == pxe_host
     )
     return not pxe_client or services.config.cache.redirectPXE
+
+
+@functools.lru_cache(maxsize=8)  # the configuration's two URLs: parsed once, not per request
+def _hosts(pxe_url: str, main_url: str) -> tuple[str, str]:
+    return (urlsplit(pxe_url).netloc if pxe_url else ""), urlsplit(main_url).netloc
 
 
 #: Most digits a range position is read with: more than any asset's size, and ``int()`` of thousands
@@ -159,6 +167,33 @@ def parse_range(header: str | None, size: int, max_ranges: int = 16) -> tuple[in
     return start, end - start + 1
 
 
+#: ``max-age`` of a streamed asset. The bytes behind a key never change, but the key behind an asset
+#: URL does when the release is rebuilt for an errata (new imager or extension digests): an hour bounds
+#: how long a CDN or proxy serves the old build after one, and past it a revalidation costs a 304.
+ASSET_MAX_AGE = 3600
+#: Seconds a client must still have to start a download after a cache handed it a stored redirect.
+REDIRECT_MARGIN = 300
+
+
+def redirect_cache_control(valid_for: float) -> str:
+    """A redirect may be reused until shortly before its presigned URL expires, never longer than an
+    asset (:data:`ASSET_MAX_AGE`); a URL about to expire must not be stored at all."""
+    max_age = int(min(ASSET_MAX_AGE, valid_for - REDIRECT_MARGIN))
+    return f"public, max-age={max_age}" if max_age > 0 else "no-store"
+
+
+def _repr_digest(asset: CachedAsset) -> str | None:
+    """RFC 9530 ``Repr-Digest`` from the asset's sha256, when the cache knows it."""
+    digest = getattr(asset, "digest", None)
+    if not isinstance(digest, str) or not digest.startswith("sha256:"):
+        return None
+    try:
+        raw = bytes.fromhex(digest.removeprefix("sha256:"))
+    except ValueError:
+        return None
+    return f"sha-256=:{base64.b64encode(raw).decode()}:"
+
+
 def asset_response(
     d: Delivery,
     asset: CachedAsset,
@@ -170,26 +205,53 @@ def asset_response(
 ) -> Response:
     """302 to S3/CDN when allowed, else the bytes (one range at most) in bounded chunks.
 
-    ``ETag`` is the profile hash: the same key always names the same bytes (ours; upstream sends none).
+    What a CDN or caching proxy needs to reuse answers (ours; upstream sends none of it):
+
+    - ``ETag`` is the profile hash: one key names one published entry, so it is a strong validator;
+      ``Last-Modified`` is the S3 object's (OCI-only caches do not know one); ``Repr-Digest`` the
+      bytes' sha256. ``If-None-Match``/``If-Modified-Since`` get 304 (werkzeug's
+      ``is_resource_modified``, RFC 9110 §13.2.2 order), and an ``If-Range`` that does not match
+      turns a range request into the whole asset.
+    - ``Cache-Control: public, max-age=`` :data:`ASSET_MAX_AGE` on bytes; on a redirect, a
+      ``max-age`` that ends :data:`REDIRECT_MARGIN` seconds before the presigned URL does, and
+      ``Vary: User-Agent`` unless PXE clients are redirected too (iPXE gets the bytes instead).
     """
     if redirect_allowed(request, d.services):
         try:
-            url = d.redirect_url(key, asset, filename)
+            found = d.redirect(key, asset, filename)
         except Exception as exc:
             log.warning("asset cannot be redirected; serving directly", extra={"error": str(exc)})
-            url = None
-        if url:
+            found = None
+        if found is not None:
+            url, valid_for = found
             body = f'<a href="{_html_escape(url)}">Found</a>.\n\n'
             resp = Response(body, status=302, mimetype="text/html")
             resp.headers["Location"] = url
+            resp.headers["Cache-Control"] = redirect_cache_control(valid_for)
+            if not d.services.config.cache.redirectPXE:
+                resp.headers["Vary"] = "User-Agent"  # a stored redirect must not reach iPXE (streamed)
             return resp
+    etag = f'"{key}"'
+    modified = getattr(asset, "modified", None)
+    validators = {"ETag": etag, "Cache-Control": f"public, max-age={ASSET_MAX_AGE}"}
+    if isinstance(modified, datetime):
+        validators["Last-Modified"] = http_date(modified)
+    else:
+        modified = None
+    if not is_resource_modified(request.environ, etag=key, last_modified=modified, ignore_if_range=True):
+        return Response([], status=304, headers=validators)
     headers = {
         "Content-Disposition": content_disposition(filename),
         "Accept-Ranges": "bytes",
-        "ETag": f'"{key}"',
+        **validators,
     }
+    if digest := _repr_digest(asset):
+        headers["Repr-Digest"] = digest
     size = asset.size
-    wanted = parse_range(request.headers.get("Range"), size, d.services.config.http.maxRanges)
+    range_header = request.headers.get("Range")
+    if range_header and not _if_range_holds(request.headers.get("If-Range"), key, modified):
+        range_header = None  # RFC 9110 §13.1.5: the representation changed, send all of it
+    wanted = parse_range(range_header, size, d.services.config.http.maxRanges)
     if wanted is False:
         headers["Content-Range"] = f"bytes */{size}"
         return Response(b"", status=416, headers=headers, content_type=content_type)
@@ -208,6 +270,19 @@ def asset_response(
         content_type=content_type,
         direct_passthrough=True,
     )
+
+
+def _if_range_holds(header: str | None, key: str, modified: datetime | None) -> bool:
+    """True without ``If-Range``, or when it names this asset: its strong ETag, or exactly its
+    ``Last-Modified`` (RFC 9110 §13.1.5; a weak ETag never matches)."""
+    if not header:
+        return True
+    condition = parse_if_range_header(header)
+    if condition.etag is not None:
+        return header.strip() == f'"{key}"'
+    if condition.date is not None and modified is not None:
+        return modified.replace(microsecond=0) == condition.date
+    return False
 
 
 class Primed(Iterator[bytes]):

@@ -1,12 +1,12 @@
 """Benchmark: asset delivery — cached redirects, cached requests beside build waiters, cold builds.
 
-Starts its own Redis, registry, S3 (moto), the fixture Talos release, two factory API processes
+Starts its own Redis, registry, S3 (SeaweedFS), the fixture Talos release, two factory API processes
 (gunicorn, ``http.workers`` x ``http.threads`` each) and one Celery worker, then prints:
 
-1. Redirect throughput and latency (``wrk -t2 -c32 -d10s --latency``) for a cached asset with S3
-   enabled (302 to a presigned URL), against two baselines measured in the same run: a bare Flask app
-   whose one route returns ``redirect(url, 302)``, served by the same gunicorn settings (the same
-   ``FactoryServer.load_config`` from the same configuration, only ``load()`` differs), and nginx
+1. Redirect throughput and latency (``wrk -t2 -c64 -d10s --latency``; ``--connections``) for a cached
+   asset with S3 enabled (302 to a presigned URL), against two baselines measured in the same run: a
+   bare Flask app whose one route returns ``redirect(url, 302)``, served by the same gunicorn settings
+   (the same ``FactoryServer.load_config`` from the same configuration, only ``load()`` differs), and nginx
    (``return 302``, one worker) as the machine's ceiling. It also prints the CPU each process group
    spent per request (API, registry, S3, Redis, wrk) to show where the time goes, and GET /healthz on
    the factory (framework and middleware without the asset lookup). wrk shares the CPUs with the
@@ -25,7 +25,8 @@ Starts its own Redis, registry, S3 (moto), the fixture Talos release, two factor
    (``if:build:runs:<key>``): the target is one.
 
 Run: .venv/bin/python -m bench.delivery [--version v1.12.4] [--duration 10] [--waiters 200]
-     [--coalesce 50] [--runs 3] [--http-workers N] [--http-threads N]
+     [--coalesce 50] [--runs 3] [--http-workers N] [--http-threads N] [--connections 64]
+     [--parts 1,2,3] [--metrics]  (``--metrics``: the APIs record and serve metrics, as in production)
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ from tests.support.stack import Stack, factory_stack
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = {"wrk": "wrk", "nginx": "nginx-light"}
 WRK_THREADS = 2
-WRK_CONNECTIONS = 32
+WRK_CONNECTIONS = 64  # --connections
 CACHED_ASSET = "kernel-amd64"
 #: assets whose profile hash depends on the schematic's kernel arguments (a kernel's does not)
 COLD_ASSETS = ("cmdline-metal-amd64", "metal-amd64-uki.efi", "metal-amd64.iso")
@@ -383,8 +384,7 @@ def timed(call: Callable[[], object], n: int) -> tuple[float, float]:
 
 def in_process(stack: Stack, sid: str, version: str, n: int = 200) -> None:
     """One cached request at a time through ``create_app`` in this process, split into its parts."""
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", S3Server.access_key)  # as the API processes get them
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", S3Server.secret_key)
+    os.environ.update(stack.env)  # the S3 credentials, as the API processes get them
     app = create_app(load_config([str(stack.api.config_path)]))
     svc: Services = app.extensions["factory"]
     client = app.test_client()
@@ -618,6 +618,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="cold builds per asset")
     parser.add_argument("--http-workers", type=int, default=Config().http.workers)
     parser.add_argument("--http-threads", type=int, default=Config().http.threads)
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections, part 1")
+    parser.add_argument("--parts", default="1,2,3", help="which parts to run, e.g. 1 for redirects only")
+    parser.add_argument("--metrics", action="store_true", help="the APIs serve /metrics (recording on)")
     parser.add_argument("--serve-bare", metavar="CONFIG", help=argparse.SUPPRESS)
     parser.add_argument("--location", help=argparse.SUPPRESS)
     parser.add_argument("--log-level", default="info", help=argparse.SUPPRESS)
@@ -627,6 +630,9 @@ def main() -> None:
         return
 
     ensure_system_packages(TOOLS)
+    global WRK_CONNECTIONS  # one run, one setting
+    WRK_CONNECTIONS = args.connections
+    parts = set(args.parts.split(","))
     with (
         tempfile.TemporaryDirectory(prefix="bench-delivery-") as tmp,
         RedisServer(Path(tmp) / "redis") as redis_server,
@@ -639,7 +645,7 @@ def main() -> None:
         print(f"fixture release {args.version} pushed in {time.perf_counter() - started:.0f} s")
         overrides = {"http.workers": args.http_workers, "http.threads": args.http_threads}
         with factory_stack(
-            root / "stack", redis_server, registry, release, apis=2, s3=s3, **overrides
+            root / "stack", redis_server, registry, release, apis=2, s3=s3, metrics=args.metrics, **overrides
         ) as stack:
             sid = unique_schematic(stack, "cached")
             cached_url = f"{stack.api.url}/image/{sid}/{args.version}/{CACHED_ASSET}"
@@ -653,12 +659,16 @@ def main() -> None:
                 f"first build ({CACHED_ASSET}, sources pulled) {time.perf_counter() - started:.1f} s"
             )
             location = first.headers["Location"]
-            services: dict[str, Service] = {"registry": registry, "s3": s3, "redis": redis_server}
-            redirects(stack, services, root, cached_url, location, args.duration)
-            in_process(stack, sid, args.version)
-            waiters(stack, cached_url, args.version, args.waiters, args.waiter_assets, 5)
-            cold_builds(stack, args.version, args.runs)
-            coalescing(stack, args.version, args.coalesce_path, args.coalesce)
+            redis_used = stack.redis_server or redis_server  # the stack runs a redis-server of its own
+            services: dict[str, Service] = {"registry": registry, "s3": s3, "redis": redis_used}
+            if "1" in parts:
+                redirects(stack, services, root, cached_url, location, args.duration)
+                in_process(stack, sid, args.version)
+            if "2" in parts:
+                waiters(stack, cached_url, args.version, args.waiters, args.waiter_assets, 5)
+            if "3" in parts:
+                cold_builds(stack, args.version, args.runs)
+                coalescing(stack, args.version, args.coalesce_path, args.coalesce)
 
 
 if __name__ == "__main__":

@@ -143,19 +143,50 @@ def registry_check(repo: RepositoryOptions, keys: list[str]) -> Check:
     return check
 
 
+#: S3 error codes that mean the credentials themselves are wrong (not the permissions they carry):
+#: an unknown key, a wrong secret, a bad or expired session token, a clock too far off to sign, a
+#: request signed for another region. https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html
+CREDENTIAL_ERRORS = frozenset(
+    {
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "InvalidToken",
+        "ExpiredToken",
+        "TokenRefreshRequired",
+        "RequestTimeTooSkewed",
+        "AuthorizationHeaderMalformed",
+        "InvalidClientTokenId",
+    }
+)
+
+#: The object the S3 check asks for; it need not exist (NoSuchKey is the expected answer).
+S3_PROBE_KEY = "assets/.readyz-probe"
+
+
 def s3_check(options: S3Options, client: Any | None = None) -> Check:
-    """HEAD of the bucket. Any answer below 500 but 404 counts as up: credentials that may read
-    and write objects but not HEAD the bucket (403) still work for the cache."""
+    """GET of an object that need not exist, in the bucket the cache uses.
+
+    A GET (unlike HEAD) carries an error code, which tells wrong credentials (the factory cannot
+    read or write anything: reported with the code and the environment variables to fix) from a
+    missing bucket and from credentials that are fine but may not list the bucket (``AccessDenied``
+    for a missing key: the cache still works, so that counts as up, as ``NoSuchKey`` does)."""
 
     def check() -> None:
         nonlocal client
         if client is None:  # built on first use: a process that never reports does not need one
             client = make_client(options)
         try:
-            client.head_bucket(Bucket=options.bucket)
+            client.get_object(Bucket=options.bucket, Key=S3_PROBE_KEY)["Body"].close()
         except ClientError as exc:
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-            if status == 404:
+            error = exc.response.get("Error", {})
+            code, message = str(error.get("Code", "")), str(error.get("Message", ""))
+            if code in CREDENTIAL_ERRORS:
+                raise UnavailableError(
+                    f"S3 refused the factory's credentials ({code}: {message}); check"
+                    " AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or CF_ACCESS_KEY and CF_SECRET_KEY)"
+                ) from exc
+            if code == "NoSuchBucket" or (status == 404 and code != "NoSuchKey"):
                 raise UnavailableError(f"S3 bucket {options.bucket!r} does not exist") from exc
             if status >= 500 or status == 0:
                 raise UnavailableError(f"S3 is unavailable: {exc}") from exc

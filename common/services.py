@@ -15,6 +15,7 @@ from pathlib import Path
 import redis
 
 from common.artifacts.manager import ArtifactsManager
+from common.artifacts.shared_tags import RedisTagMemory
 from common.artifacts.store import ArtifactStore
 from common.builds.publisher import BuildPublisher
 from common.builds.state import BuildState
@@ -54,9 +55,14 @@ def scratch_dir(config: Config) -> Path:
     return Path(config.build.scratchDir or os.path.join(tempfile.gettempdir(), "image-factory-builds"))
 
 
-def build_artifacts(config: Config, metrics: Metrics = NULL_METRICS) -> ArtifactsManager:
+def build_artifacts(
+    config: Config, metrics: Metrics = NULL_METRICS, client: redis.Redis | None = None
+) -> ArtifactsManager:
+    """``client``: share the last good Talos tag list through Redis (``common.artifacts.shared_tags``)."""
     store = ArtifactStore(storage_dir(config), config.artifacts.storageMaxSize)
-    return ArtifactsManager(config, store, verifier_from_config(config.containerSignature, metrics))
+    verifier = verifier_from_config(config.containerSignature, metrics)
+    shared = RedisTagMemory(client) if client is not None else None
+    return ArtifactsManager(config, store, verifier, shared=shared)
 
 
 def build_services(config: Config) -> Services:
@@ -69,7 +75,7 @@ def build_services(config: Config) -> Services:
         metrics,
     )
     signer = FileCacheSigner.from_path(config.cache.signingKeyPath)
-    artifacts = build_artifacts(config, metrics)
+    artifacts = build_artifacts(config, metrics, client)
     return Services(
         config=config,
         redis=client,

@@ -69,7 +69,11 @@ SYSTEM_PACKAGES: tuple[str, ...] = (
     "zstd",
     "gcc",  # compiles the fixture's static /init
     "libc6-dev",  # libc.a and the kernel UAPI headers for it
+    "gcc-aarch64-linux-gnu",  # cross-compiles the arm64 payload's static /init
+    "libc6-dev-arm64-cross",  # its libc.a
     "qemu-system-x86",
+    "qemu-system-arm",  # qemu-system-aarch64: the arm64 boot tests
+    "qemu-efi-aarch64",  # AAVMF, UEFI for them
     "qemu-utils",  # qemu-img (qcow2 disks)
     "ovmf",
     "gdisk",  # sgdisk (GPT disks in the boot tests)
@@ -85,6 +89,7 @@ SYSTEM_PACKAGES: tuple[str, ...] = (
     "xfsprogs",  # mkfs.xfs: the BOOT partition of GRUB and dual-boot disk images
     "libfaketime",  # a frozen clock for mkfs.xfs 6.1, which ignores SOURCE_DATE_EPOCH
     "pigz",  # .gz and .tar.gz outputs
+    "bubblewrap",  # bwrap: the box overlay installers run in (worker/imager/overlay.py)
     "fdisk",  # tests only: sfdisk reads the GPTs the imager writes
     # packages of other suites (suite_deb_file): InRelease signatures and the keys to check them with
     "gpgv",

@@ -11,6 +11,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -102,11 +103,19 @@ class _FactoryProcess(Service):
     role = "api"
 
     def __init__(
-        self, factory_bin: str, config_path: Path, state_dir: Path, port: int, log_path: Path
+        self,
+        factory_bin: str,
+        config_path: Path,
+        state_dir: Path,
+        port: int,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(state_dir, port, log_path=log_path)
         self.factory_bin = factory_bin
         self.config_path = config_path
+        #: Added to (and winning over) the inherited environment: e.g. ``S3Server.credentials_env``.
+        self.extra_env: dict[str, str] = dict(env or {})
         self._log_offset = 0
         self._started_at = time.monotonic()
 
@@ -116,11 +125,9 @@ class _FactoryProcess(Service):
         self._started_at = time.monotonic()
 
     def env(self) -> dict[str, str]:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        # The dev/test S3 (moto) takes any credentials; real deployments bring their own.
-        env.setdefault("AWS_ACCESS_KEY_ID", S3Server.access_key)
-        env.setdefault("AWS_SECRET_ACCESS_KEY", S3Server.secret_key)
-        return env
+        # S3 credentials come from the environment (boto3's chain, as upstream's): the dev/test S3
+        # checks them, so whoever starts the process passes its server's in ``env``.
+        return {**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env}
 
     def command(self) -> list[str]:
         return [self.factory_bin, "--config", str(self.config_path), "--log-level", "info", self.role]

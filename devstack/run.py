@@ -1,6 +1,6 @@
 """``make run``: the whole factory on this machine without Docker.
 
-Starts private backing services (redis-server, docker-registry, moto S3), writes a factory config
+Starts private backing services (redis-server, docker-registry, SeaweedFS S3), writes a factory config
 pointing at them, runs the API and one Celery worker, and supervises everything until Ctrl-C,
 SIGTERM or ``python -m devstack.run --stop`` (``make stop``). State and logs live under ``.run/``.
 
@@ -277,10 +277,10 @@ def run(state_dir: Path, port: int, factory_bin: str | None) -> int:
         worker_config_path = state / WORKER_CONFIG_FILE
         write_config(worker_config_path, {**config, "metrics": {"addr": metrics[1]}})
 
-        api = FactoryAPI(binary, config_path, state, port, logs / "api.log")
+        api = FactoryAPI(binary, config_path, state, port, logs / "api.log", s3.credentials_env)
         start(api)
         # port 0: the worker listens on nothing (and an explicit port disables port-race retries)
-        start(FactoryWorker(binary, worker_config_path, state, 0, logs / "worker.log"))
+        start(FactoryWorker(binary, worker_config_path, state, 0, logs / "worker.log", s3.credentials_env))
 
         print(_banner(api, registry, s3, redis_url, reused, state, metrics), flush=True)
         reported: set[str] = set()

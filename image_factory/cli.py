@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Log level [debug info warn error dpanic panic fatal] (default info)",
     )
     parser.add_argument("--version", action="version", version=f"image-factory {VERSION}")
-    sub = parser.add_subparsers(dest="command", metavar="{api,worker,config}")
+    sub = parser.add_subparsers(dest="command", metavar="{api,worker,config,mirror}")
     sub.add_parser("api", help="serve the HTTP API under gunicorn on http.httpListenAddr (the default)")
     worker = sub.add_parser("worker", help="run a Celery worker")
     worker.add_argument("--concurrency", type=int, default=None, help="worker processes (default: cores)")
@@ -45,7 +45,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="print each key with the source its value came from (default, file, env variable), "
         "secrets masked, and the upstream keys accepted without effect",
     )
+    _add_mirror_parser(sub)
     return parser
+
+
+def _add_mirror_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    mirror = sub.add_parser(
+        "mirror",
+        help="copy the images a factory needs for Talos versions (with their signatures) to another "
+        "registry, and print the configuration that points a factory at it",
+        description="The source is this configuration's artifacts.core; every image is verified as the "
+        "factory verifies it (containerSignature) before it is copied. Credentials come from the Docker "
+        "config ($DOCKER_CONFIG/config.json or ~/.docker/config.json), as for the factory.",
+    )
+    mirror.add_argument(
+        "versions", nargs="*", metavar="VERSION", help="Talos versions (default: all offered)"
+    )
+    mirror.add_argument("--to", dest="registry", help="destination registry host[:port]")
+    mirror.add_argument("--namespace", default="", help="destination path prefix (artifacts.core.namespace)")
+    mirror.add_argument("--insecure", action="store_true", help="plain HTTP to the destination registry")
+    mirror.add_argument("--jobs", type=int, default=4, help="images copied at once (default 4)")
+    mirror.add_argument("--list", action="store_true", help="print the source references; copy nothing")
 
 
 def _fail(message: str) -> int:
@@ -65,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"configuration error: {exc}")
     if command == "api":
         return _run_api(config, args.log_level)
+    if command == "mirror":
+        return _run_mirror(config, args)
     return _run_worker(config, args.log_level, args.concurrency, args.queues)
 
 
@@ -84,6 +106,29 @@ def _show_config(specs: list[str], fmt: str, explained: bool) -> int:
     else:
         sys.stdout.write(to_env(loaded.config) if fmt == "env" else to_yaml(loaded.config))
     return 0
+
+
+def _run_mirror(config: Config, args: argparse.Namespace) -> int:
+    from common.errors import FactoryError
+    from common.mirror.command import MirrorRequest, run_mirror
+    from common.services import build_artifacts
+
+    if not args.list and not args.registry:
+        return _fail("mirror: --to <registry> is required (or --list)")
+    if args.jobs < 1:
+        return _fail("mirror: --jobs must be at least 1")
+    request = MirrorRequest(
+        registry=args.registry or "",
+        namespace=args.namespace.strip("/"),
+        insecure=args.insecure,
+        versions=tuple(args.versions),
+        jobs=args.jobs,
+        list_only=args.list,
+    )
+    try:
+        return run_mirror(config, build_artifacts(config), request, sys.stdout, sys.stderr)
+    except FactoryError as exc:
+        return _fail(f"mirror: {exc.message}")
 
 
 def _with_metrics(config: Config, role: str, run: Callable[[], int]) -> int:

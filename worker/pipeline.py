@@ -10,6 +10,7 @@ builds it cannot finish in its grace period back to the queue (``worker.shutdown
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -17,11 +18,14 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
+from redis.exceptions import LockNotOwnedError
+from redis.lock import Lock
 
 from common.builds.plan import BuildRequest, asset_labels, content_type, plan_request
 from common.builds.state import HEARTBEAT_EVERY, LOCK_TTL, BuildState
@@ -108,13 +112,29 @@ def backoff(attempt: int) -> float:
     return float(min(60, 5 * 2 ** max(0, attempt - 1)))
 
 
+class BuildTakenOverError(Exception):
+    """Redis lost this build's lock (it restarted empty) and another worker took the build on
+    meanwhile: that worker publishes it, this one must not (nothing is published twice)."""
+
+
 class _Heartbeat:
-    def __init__(self, state: BuildState, key: str, lock: object, token: str) -> None:
+    """Keeps the build's lock, slot lease and record alive while it runs.
+
+    After a Redis restart that lost them, it takes the lock back with its own token and restores
+    the record (``restore``: what a waiter needs to see the build running), unless another worker
+    holds the lock by then (the build was queued again): then the build is :attr:`lost`.
+    """
+
+    def __init__(
+        self, state: BuildState, key: str, lock: Lock, token: str, restore: Mapping[str, str]
+    ) -> None:
         self.state = state
         self.key = key
         self.lock = lock
         self.token = token
+        self.restore = restore
         self.has_slot = False
+        self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{key[:12]}", daemon=True)
 
@@ -126,11 +146,28 @@ class _Heartbeat:
         self._stop.set()
         self._thread.join(timeout=5)
 
+    def keep_lock(self) -> bool:
+        """Extends the lock, or takes it back if Redis lost it; False once another worker has it."""
+        if self.lost.is_set():
+            return False
+        try:
+            self.lock.extend(LOCK_TTL, replace_ttl=True)
+        except LockNotOwnedError:
+            if not self.lock.do_acquire(self.lock.local.token):
+                log.warning(
+                    "build lock taken by another worker; leaving the build to it", extra={"key": self.key}
+                )
+                self.lost.set()
+                return False
+            log.warning("build lock lost (redis restarted?); taken back", extra={"key": self.key})
+        return True
+
     def _run(self) -> None:
         while not self._stop.wait(HEARTBEAT_EVERY):
             try:
-                self.lock.extend(LOCK_TTL, replace_ttl=True)  # type: ignore[attr-defined]
-                self.state.beat(self.key)
+                if not self.keep_lock():
+                    return
+                self.state.beat(self.key, self.restore)
                 if self.has_slot:
                     self.state.acquire_slot(self.token, limit=1 << 30)  # renew the lease
             except Exception as exc:
@@ -171,7 +208,14 @@ def run_build(
     running = False
     try:
         attempt = state.start(key, worker, request.to_json())
-        with _Heartbeat(state, key, lock, token) as heartbeat:
+        restore = {
+            "status": "running",
+            "worker": worker,
+            "request": json.dumps(request.to_json(), separators=(",", ":")),
+            "enqueuedAt": repr(time.time()),
+            "stage": "building",
+        }
+        with _Heartbeat(state, key, lock, token, restore) as heartbeat:
             cached = services.cache.get(key)
             if cached is not None:  # a build before ours published it (e.g. a redelivered task)
                 state.succeed(key, size=cached.size, seconds=None)
@@ -207,7 +251,8 @@ def run_build(
             state.count_run(key)
             root = scratch_dir(config)
             with scratch(root) as out:
-                with interruptible(shutdown):  # HandBack when the grace period of a stopping worker ends
+                # HandBack when the grace period of a stopping worker ends; source images bounded per build
+                with interruptible(shutdown), services.artifacts.build_budget():
                     result = build(
                         plan,
                         sources=services.artifacts,
@@ -218,6 +263,8 @@ def run_build(
                         pieces=CachedPieces(services.cache),
                     )
                 metrics.observe(ASSETS_BUILD_LATENCY, time.time() - started)
+                if not heartbeat.keep_lock():
+                    raise BuildTakenOverError(key)
                 stage("signing and uploading")  # not interrupted: publishing is short, and atomic
                 _publish(services, key, result.path, AssetInfo(request.path, content_type(request.path)))
             state.succeed(key, size=result.size, seconds=time.time() - started)
@@ -226,6 +273,9 @@ def run_build(
             metrics.inc(ASSETS_BUILT_BYTES, result.size, **labels)
             log.info("build published", extra={"key": key, "path": request.path, "seconds": result.seconds})
             return Outcome("built")
+    except BuildTakenOverError:
+        log.warning("build taken over by another worker; not published", extra={"key": key})
+        return Outcome("elsewhere")
     except HandBack:
         # The scratch folder is gone and nothing was published; the lock and slot are released below,
         # before the task is published again, so the next worker can take the build at once.

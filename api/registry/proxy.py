@@ -322,11 +322,20 @@ def open_upstream(
     return response
 
 
-def _chunks(upstream: requests.Response, url: str) -> Iterator[bytes]:
+def _chunks(upstream: requests.Response, url: str, max_read_time: float | None = None) -> Iterator[bytes]:
     """The body as it arrives; the upstream connection goes back to the pool (or is dropped) at the end,
-    also when the client goes away (the WSGI server closes this generator)."""
+    also when the client goes away (the WSGI server closes this generator).
+
+    ``max_read_time``: seconds after which a body still arriving (a source registry streaming for ever
+    or trickling) is cut off, so it cannot hold an API thread; the client sees a short body.
+    """
+    deadline = None if max_read_time is None else time.monotonic() + max_read_time
     try:
-        yield from upstream.raw.stream(CHUNK_SIZE, decode_content=False)
+        while chunk := upstream.raw.read1(CHUNK_SIZE, decode_content=False):
+            yield chunk
+            if deadline is not None and time.monotonic() > deadline:
+                log.warning("%s was still arriving after %g s: cut off", url, max_read_time)
+                return
     except Exception as exc:  # requests', urllib3's (ProtocolError, ReadTimeoutError) and OSErrors
         # Headers (with Content-Length) are already sent: the client sees a short body.
         log.warning("reading %s from the backing registry failed: %s", url, exc)
@@ -334,7 +343,9 @@ def _chunks(upstream: requests.Response, url: str) -> Iterator[bytes]:
         upstream.close()
 
 
-def relay(request: Request, upstream: requests.Response, upstream_url: str) -> Response:
+def relay(
+    request: Request, upstream: requests.Response, upstream_url: str, *, max_read_time: float | None = None
+) -> Response:
     """The Flask answer for an open backing-registry answer: its status, our header selection, its body
     streamed (none for ``HEAD``).
 
@@ -360,7 +371,7 @@ def relay(request: Request, upstream: requests.Response, upstream_url: str) -> R
         upstream.close()
         body: Iterator[bytes] = iter(())
     else:
-        body = _chunks(upstream, upstream_url)
+        body = _chunks(upstream, upstream_url, max_read_time)
     resp = Response(body, status=upstream.status_code, direct_passthrough=True)
     resp.headers.pop("Content-Type", None)
     for name, value in headers.items():
@@ -374,7 +385,13 @@ def unavailable(host: str) -> Response:
     return error_response(503, f"registry {host} is unavailable", retry_after=RETRY_AFTER)
 
 
-def forward(request: Request, upstream_url: str, *, timeout: float = DEFAULT_TIMEOUT) -> Response:
+def forward(
+    request: Request,
+    upstream_url: str,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    max_read_time: float | None = None,
+) -> Response:
     """Forwards ``request`` (``GET``/``HEAD``) to ``upstream_url``, the same API call on the backing
     registry, and streams its answer back.
 
@@ -392,7 +409,7 @@ def forward(request: Request, upstream_url: str, *, timeout: float = DEFAULT_TIM
     except UpstreamUnavailable as exc:
         log.warning("%s", exc)
         return unavailable(exc.host)
-    return relay(request, upstream, upstream_url)
+    return relay(request, upstream, upstream_url, max_read_time=max_read_time)
 
 
 def redirect(url: str) -> Response:

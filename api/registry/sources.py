@@ -190,8 +190,9 @@ def handle(
         return factory_error_response(exc)
     core = config.artifacts.core
     url = upstream_url(core, route)
+    max_read_time = config.artifacts.limits.maxReadTime.total_seconds()
     if route.resource != "referrers":
-        return proxy.forward(request, url, timeout=timeout)
+        return proxy.forward(request, url, timeout=timeout, max_read_time=max_read_time)
     try:
         headers = proxy.request_headers(request.headers.items())
         upstream = proxy.open_upstream(request.method, _with_query(request, url), headers, timeout=timeout)
@@ -200,7 +201,7 @@ def handle(
     if upstream.status_code in (404, 405):
         upstream.close()
         return _referrers_fallback(request, core, route, timeout)
-    return proxy.relay(request, upstream, url)
+    return proxy.relay(request, upstream, url, max_read_time=max_read_time)
 
 
 def _with_query(request: Request, url: str) -> str:

@@ -16,21 +16,18 @@ from flask import Blueprint, Response, request
 from api.context import delivery
 from api.rendering import asset_response, pending_response, retry_after, wants_async
 from common.builds.plan import content_type, safe_filename
-from common.delivery.service import Pending
-from common.errors import FactoryError, UnavailableError
+from common.cache.base import CachedAsset
+from common.cache.bundles import asset_bundle
+from common.cache.checksums import ALGORITHMS, AssetChecksums
+from common.delivery.service import Delivery, Pending
+from common.errors import UnavailableError
 
 bp = Blueprint("image", __name__)
 
-#: Enterprise-only suffixes upstream answers 402 for in community builds.
-_ENTERPRISE = {
-    ".sha256": "enterprise not enabled: checksum endpoint is not available",
-    ".sha512": "enterprise not enabled: checksum endpoint is not available",
-    ".sigstore.json": "enterprise signing is not enabled: signature endpoint is not available",
-}
-
-
-class PaymentRequiredError(FactoryError):
-    status = 402
+#: ``<asset>.sha256`` / ``.sha512`` (the checksum in sha256sum format) and ``<asset>.sigstore.json``
+#: (a Sigstore bundle signed with the cache key): upstream's enterprise features, 402 in its community
+#: edition. Each is answered from the asset's signed cache entry (common/cache/checksums.py, bundles.py).
+_INTEGRITY = {".sha256": "sha256", ".sha512": "sha512", ".sigstore.json": "sigstore"}
 
 
 class StillBuildingError(UnavailableError):
@@ -45,9 +42,9 @@ class StillBuildingError(UnavailableError):
 
 @bp.route("/image/<schematic_id>/<version>/<path>", methods=["GET", "HEAD"])
 def image(schematic_id: str, version: str, path: str) -> Response:
-    for suffix, message in _ENTERPRISE.items():
-        if path.endswith(suffix):
-            raise PaymentRequiredError(message)
+    suffix = next((s for s in _INTEGRITY if path.endswith(s)), None)
+    if suffix is not None:  # the asset itself is located, built or waited for, as for a download
+        path = path.removesuffix(suffix)
     d = delivery()
     target = d.locate(schematic_id, version, path)
     filename = safe_filename(request.args.get("filename"), path)
@@ -57,6 +54,17 @@ def image(schematic_id: str, version: str, path: str) -> Response:
         if not respond_async:
             raise StillBuildingError(found.key, int(retry_after(d.eta(found.record))))
         return pending_response(d, found, request.base_url, preference_applied=True)
+    if suffix is not None:
+        return _integrity(d, target.key, found, filename, _INTEGRITY[suffix])
     return asset_response(
         d, found, request, key=target.key, filename=filename, content_type=content_type(path)
     )
+
+
+def _integrity(d: Delivery, key: str, asset: CachedAsset, filename: str, kind: str) -> Response:
+    checksums = AssetChecksums(d.services.cache)
+    if kind == "sigstore":
+        digests = {algorithm: checksums.hexdigest(key, asset, algorithm) for algorithm in ALGORITHMS}
+        bundle = asset_bundle(d.services.cache_signer, filename, digests)
+        return Response(bundle, mimetype="application/json")
+    return Response(f"{checksums.hexdigest(key, asset, kind)}  {filename}\n", mimetype="text/plain")

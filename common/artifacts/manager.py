@@ -29,13 +29,14 @@ from common.artifacts.catalog import (
     parse_overlays,
     parse_talosctl,
 )
+from common.artifacts.shared_tags import NoTagMemory, TagMemory
 from common.artifacts.store import ArtifactStore
-from common.artifacts.unpack import UnpackError, apply_layers
+from common.artifacts.unpack import UnpackError, UnpackLimits, UnpackStats, apply_layers
 from common.config import Config
 from common.config.options import RepositoryOptions
 from common.cosign.source import SourceVerifier
 from common.errors import BadSourceError, FactoryError, NotFoundError, UnavailableError
-from common.registry.client import Manifest, RegistryClient, RegistryError
+from common.registry.client import HostileSourceError, Manifest, ReadLimits, RegistryClient, RegistryError
 from common.talos import version as v
 from common.talos.quirks import Quirks
 
@@ -56,6 +57,8 @@ class UnpackedImage:
     fs: Path
     labels: dict[str, str]
     config: dict[str, Any]
+    size: int = 0  # bytes its layers unpacked to (tar streams); 0 for trees unpacked before this was kept
+    entries: int = 0  # tar entries of its layers
 
 
 @dataclass(frozen=True)
@@ -75,8 +78,12 @@ class ArtifactsManager:
         store: ArtifactStore,
         verifier: SourceVerifier,
         clock: Callable[[], float] = time.monotonic,
+        shared: TagMemory | None = None,
     ) -> None:
         self.core = config.artifacts.core
+        self.shared: TagMemory = shared or NoTagMemory()  # the last good tag list, for every process
+        self.limits = config.artifacts.limits
+        self.read_limits = ReadLimits.from_options(config.artifacts.limits)
         self.components = config.artifacts.core.components
         self.minimum = v.parse_tolerant(config.build.minTalosVersion)
         self.broken = [v.parse_tolerant(b) for b in config.build.brokenTalosVersions]
@@ -97,6 +104,7 @@ class ArtifactsManager:
         self._tags: dict[tuple[str, str], tuple[float, str]] = {}
         self._pulled: dict[tuple[str, str, str], tuple[Manifest, bytes]] = {}
         self._guard = threading.Lock()
+        self._local = threading.local()  # the build budget of the thread's build (build_budget)
 
     # --- registry plumbing -------------------------------------------------------------------
 
@@ -109,7 +117,8 @@ class ArtifactsManager:
                         namespace=self.core.namespace,
                         repository=repository,
                         insecure=self.core.insecure,
-                    )
+                    ),
+                    self.read_limits,
                 )
             return self._clients[repository]
 
@@ -184,7 +193,10 @@ class ArtifactsManager:
                 raise UnavailableError(f"no Talos versions: {client.repo.reference} has no tags")
         except (UnavailableError, RegistryError) as exc:
             if self._versions is None:
-                raise UnavailableError(f"failed to list Talos versions: {exc}") from exc
+                remembered = self.shared.load()  # another process's last good list
+                if not remembered:
+                    raise UnavailableError(f"failed to list Talos versions: {exc}") from exc
+                self._versions = v.select_versions(remembered, self.minimum, self.broken)
             if self._versions_stale_since is None:
                 self._versions_stale_since = time.time()
             self._versions_error = str(exc)
@@ -195,6 +207,7 @@ class ArtifactsManager:
             )
             return self._versions
         self._versions = v.select_versions(tags, self.minimum, self.broken)
+        self.shared.save(tags)
         self._versions_checked = self.clock()
         self._versions_error = None
         self._versions_stale_since = None
@@ -293,8 +306,27 @@ class ArtifactsManager:
 
     @contextmanager
     def image_by_digest(self, repository: str, digest: str, arch: str) -> Iterator[UnpackedImage]:
-        with self._unpacked(self.client(repository), digest, arch) as image:
+        """A catalog-based image (an extension or overlay): unpacked strictly (no device files, FIFOs
+        or symlinks climbing out of the root; ``common/artifacts/unpack.py``)."""
+        client = self.client(repository)
+        with self._unpacked(client, digest, arch, strict=True) as image:
+            budget: _BuildBudget | None = getattr(self._local, "budget", None)
+            if budget is not None:
+                budget.add(f"{client.repo.reference}@{digest}", image)
             yield image
+
+    @contextmanager
+    def build_budget(self) -> Iterator[None]:
+        """Within the block, the extension and overlay images this thread opens (``image_by_digest``)
+        count against ``artifacts.limits.maxBuildSize`` and ``maxBuildEntries``: the one that takes a
+        build over either is refused (502) naming every image counted. Each image is already bounded
+        on its own when it is unpacked; this bounds how many a schematic may stack up."""
+        previous = getattr(self._local, "budget", None)
+        self._local.budget = _BuildBudget(self.limits.maxBuildSize, self.limits.maxBuildEntries)
+        try:
+            yield
+        finally:
+            self._local.budget = previous
 
     def imager(self, version: v.Version) -> AbstractContextManager[UnpackedImage]:
         """The imager image (amd64 variant, which carries the boot payload of every arch)."""
@@ -369,7 +401,7 @@ class ArtifactsManager:
 
         def build(dest: Path) -> None:
             image = f"{client.repo.reference}@{image_digest}"
-            reader = _VerifyingReader(client.stream_blob(digest), digest, image)
+            reader = _VerifyingReader(_stream(client, descriptor), digest, image)
             with open(dest / "blob", "wb") as out:
                 while chunk := reader.read(1 << 20):
                     out.write(chunk)
@@ -379,45 +411,77 @@ class ArtifactsManager:
             yield path / "blob"
 
     @contextmanager
-    def _unpacked(self, client: RegistryClient, digest: str, arch: str) -> Iterator[UnpackedImage]:
+    def _unpacked(
+        self, client: RegistryClient, digest: str, arch: str, *, strict: bool = False
+    ) -> Iterator[UnpackedImage]:
         manifest, config_bytes = self._pull(client, digest, arch)
         document = manifest.document
         config = json.loads(config_bytes)
+        image = f"{client.repo.reference}@{digest}"
+        limits = UnpackLimits.from_options(self.limits, strict=strict)
 
         def build(dest: Path) -> None:
             fs = dest / "fs"
             fs.mkdir()
-            readers = []
-            for descriptor in document.get("layers", []):
-                media_type = str(descriptor.get("mediaType", ""))
-                if "zstd" in media_type:
-                    raise UnpackError(
-                        f"{client.repo.reference}: zstd-compressed layers are not supported yet"
-                    )
-                image = f"{client.repo.reference}@{digest}"
-                readers.append(
-                    _VerifyingReader(client.stream_blob(descriptor["digest"]), descriptor["digest"], image)
-                )
+            descriptors = list(document.get("layers", []))
+            readers = [_VerifyingReader(_stream(client, d), str(d["digest"]), image) for d in descriptors]
+            stats = UnpackStats()
             try:
-                labels = apply_layers(_finishing(readers), fs)
-            except BadSourceError:
-                raise
-            except Exception:
+                labels = apply_layers(_finishing(readers), fs, limits, stats)
+            except UnpackError as exc:
                 # A layer whose bytes are wrong usually breaks its gzip or tar stream before its end,
                 # where the digest is checked: name the real cause, not the decompressor's complaint.
-                for reader in readers:
-                    if reader.started and not reader.checked:
-                        reader.finish()
+                _finish_started(readers)
+                layer = descriptors[exc.layer]["digest"] if exc.layer is not None else "?"
+                raise BadSourceError(f"image {image}: layer {layer}: {exc.message}") from exc
+            except FactoryError:
+                raise  # already named (a refused or unreadable blob): its stream is over, nothing to finish
+            except Exception:
+                _finish_started(readers)
                 raise
             (dest / "labels.json").write_text(json.dumps(labels, sort_keys=True))
+            (dest / "stats.json").write_text(json.dumps({"bytes": stats.bytes, "entries": stats.entries}))
 
         key = "tree-" + manifest.digest.replace(":", "-")
         try:
             with self.store.entry(key, build) as path:
                 labels = json.loads((path / "labels.json").read_text())
-                yield UnpackedImage(digest, manifest.digest, path / "fs", labels, config)
+                stats_file = path / "stats.json"
+                counted = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
+                yield UnpackedImage(
+                    digest,
+                    manifest.digest,
+                    path / "fs",
+                    labels,
+                    config,
+                    size=int(counted.get("bytes", 0)),
+                    entries=int(counted.get("entries", 0)),
+                )
         except OSError as exc:
-            raise FactoryError(f"unpacking {client.repo.reference}@{digest} failed: {exc}") from exc
+            raise FactoryError(f"unpacking {image} failed: {exc}") from exc
+
+
+class _BuildBudget:
+    def __init__(self, max_bytes: int, max_entries: int) -> None:
+        self.max_bytes, self.max_entries = max_bytes, max_entries
+        self.bytes = self.entries = 0
+        self.images: list[str] = []
+
+    def add(self, name: str, image: UnpackedImage) -> None:
+        self.images.append(name)
+        self.bytes += image.size
+        self.entries += image.entries
+        if self.bytes > self.max_bytes:
+            raise BadSourceError(
+                f"the extension and overlay images of this build ({', '.join(self.images)}) unpack to "
+                f"{self.bytes} bytes, more than {self.max_bytes} (artifacts.limits.maxBuildSize): refused"
+            )
+        if self.entries > self.max_entries:
+            raise BadSourceError(
+                f"the extension and overlay images of this build ({', '.join(self.images)}) hold "
+                f"{self.entries} entries, more than {self.max_entries} (artifacts.limits.maxBuildEntries): "
+                "refused"
+            )
 
 
 class _VerifyingReader:
@@ -438,11 +502,14 @@ class _VerifyingReader:
         self.started = True
         if self.offset >= len(self.chunk):
             self.chunk, self.offset = b"", 0
-            for chunk in self.chunks:
-                if chunk:
-                    self.hash.update(chunk)
-                    self.chunk = chunk
-                    break
+            try:
+                for chunk in self.chunks:
+                    if chunk:
+                        self.hash.update(chunk)
+                        self.chunk = chunk
+                        break
+            except HostileSourceError as exc:
+                raise BadSourceError(f"image {self.image}: {exc.message}") from exc
         end = len(self.chunk) if size < 0 else min(len(self.chunk), self.offset + size)
         data = self.chunk[self.offset : end]
         self.offset = end
@@ -458,6 +525,18 @@ class _VerifyingReader:
                 f"image {self.image}: layer {self.digest} does not match its digest "
                 f"(the registry sent content hashing to {actual})"
             )
+
+
+def _stream(client: RegistryClient, descriptor: dict[str, Any]) -> Iterator[bytes]:
+    """A layer's bytes, refused as soon as the registry sends more than its descriptor's size."""
+    size = descriptor.get("size")
+    return client.stream_blob(str(descriptor["digest"]), size=size if isinstance(size, int) else None)
+
+
+def _finish_started(readers: list[_VerifyingReader]) -> None:
+    for reader in readers:
+        if reader.started and not reader.checked:
+            reader.finish()
 
 
 def _finishing(readers: list[_VerifyingReader]) -> Iterator[IO[bytes]]:

@@ -27,6 +27,7 @@ STALE_AFTER = 30.0  # a running build without a heartbeat for this long is presu
 LOCK_TTL = 30  # seconds; the heartbeat extends it
 HISTORY = 20  # past durations kept per (version, kind, arch) for ETAs
 SUCCESS_TTL = 24 * 3600
+UNAVAILABLE_TTL = 5  # seconds a build that failed for a dependency's outage is remembered
 
 
 class Status(StrEnum):
@@ -254,8 +255,14 @@ class BuildState:
         pipe.persist(record_key(key))
         return int(pipe.execute()[3])
 
-    def beat(self, key: str) -> None:
-        self.redis.hset(record_key(key), "heartbeat", repr(time.time()))
+    def beat(self, key: str, restore: Mapping[str, str] | None = None) -> None:
+        """A running build's heartbeat. ``restore``: fields put back where the record lacks them
+        (Redis restarted empty), so that waiters see the build running rather than lost."""
+        pipe = self.redis.pipeline()
+        pipe.hset(record_key(key), "heartbeat", repr(time.time()))
+        for name, value in (restore or {}).items():
+            pipe.hsetnx(record_key(key), name, value)
+        pipe.execute()
 
     def acquire_slot(self, token: str, limit: int, lease: float = STALE_AFTER) -> bool:
         return bool(self._acquire_slot(keys=[SLOTS], args=[token, repr(time.time()), lease, limit]))
@@ -309,8 +316,11 @@ class BuildState:
         """Recorded and remembered for ``failure_ttl``: identical requests get it without a rebuild.
 
         ``message`` is what clients are answered; ``cause`` and ``traceback`` stay in the record for
-        operators (and the API's log of the requests that get the failure)."""
-        ttl = max(1, int(self.failure_ttl))
+        operators (and the API's log of the requests that get the failure). A 503 (a dependency was
+        still down after the build's retries) is no verdict on the request: it is kept only
+        :data:`UNAVAILABLE_TTL` seconds, so the build's waiters get it and the first request after
+        the dependency is back builds again instead of being answered the outage for minutes."""
+        ttl = max(1, int(self.failure_ttl if status != 503 else min(self.failure_ttl, UNAVAILABLE_TTL)))
         fields = {"error": message, "errorStatus": status, "cause": cause, "traceback": traceback}
         pipe = self._finishing(key, Status.FAILED, "failed", ttl, **fields)
         pipe.publish(DONE_CHANNEL, key)

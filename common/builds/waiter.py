@@ -2,10 +2,13 @@
 
 One daemon thread per process listens on the ``done`` channel and wakes the waiters of that key;
 waiters also re-read the record every :data:`POLL_EVERY` seconds, so a lost message or a dropped
-subscription costs at most that much latency, never a hung request. The waiters of one build share
-its reads: however many wake at once, one Redis read of a record is in flight per process
-(``common.singleflight``). Once the process is stopping (``common.shutdown``), waits end within
-their share of the grace period.
+subscription costs at most that much latency, never a hung request. A wait rides out a Redis
+outage (it polls on until its deadline, and only then answers the outage); when Redis comes back
+without the record (a restarted Redis keeps nothing: ``devstack.services.RedisServer``), the waiter
+hands the key to ``on_lost``, which queues the build again, so no build a client waits for is
+lost. The waiters of one build share its reads: however many wake at once, one Redis read of a
+record is in flight per process (``common.singleflight``). Once the process is stopping
+(``common.shutdown``), waits end within their share of the grace period.
 
 Waiting places: ``limit`` (``http.maxWaiters``) bounds the requests of a process that wait for
 builds no other request of the process waits for, so that cold requests for many different assets
@@ -27,6 +30,7 @@ from collections.abc import Callable, Sequence
 import redis
 
 from common.builds.state import DONE_CHANNEL, BuildRecord, BuildState, Status
+from common.outages import OUTAGE_ERRORS
 from common.shutdown import PROCESS, ShutdownClock
 from common.singleflight import SingleFlight
 
@@ -69,22 +73,33 @@ class Waiter:
         with self._lock:
             self._waiting -= 1
 
-    def wait(self, key: str, timeout: float, on_stale: Callable[[BuildRecord], None]) -> BuildRecord | None:
+    def wait(
+        self,
+        key: str,
+        timeout: float,
+        on_stale: Callable[[BuildRecord], None],
+        on_lost: Callable[[str], None] | None = None,
+    ) -> BuildRecord | None:
         """The finished record, or the last one seen when ``timeout`` ran out (None: no record).
 
-        ``on_stale`` is called when the build's worker stopped beating (it was killed): the caller
-        queues it again, and waiting goes on.
+        ``on_stale`` is called when the build's worker stopped beating (it was killed), ``on_lost``
+        when its record is gone (Redis restarted empty): the caller queues it again, and waiting goes on.
         """
-        return self.wait_all([key], timeout, on_stale)[key]
+        return self.wait_all([key], timeout, on_stale, on_lost)[key]
 
     def wait_all(
-        self, keys: Sequence[str], timeout: float, on_stale: Callable[[BuildRecord], None]
+        self,
+        keys: Sequence[str],
+        timeout: float,
+        on_stale: Callable[[BuildRecord], None],
+        on_lost: Callable[[str], None] | None = None,
     ) -> dict[str, BuildRecord | None]:
         """Waits for several builds at once (one installer index needs one build per architecture).
 
         Returns when every build finished, as soon as one failed (the others cannot make the whole
         succeed), or when ``timeout`` ran out (or, in a stopping process, the wait's share of the
-        grace period); each key maps to the last record seen.
+        grace period); each key maps to the last record seen. Redis failing during the wait is
+        waited out; if it is still failing when the time is up, its error is raised (a 503).
         """
         self._ensure_listener()
         event = threading.Event()
@@ -93,26 +108,25 @@ class Waiter:
                 self._events.setdefault(key, []).append(event)
         deadline = time.monotonic() + timeout
         records: dict[str, BuildRecord | None] = dict.fromkeys(keys)
+        outage: Exception | None = None
         try:
             while True:
                 event.clear()
-                woken = time.monotonic()  # reads begun before this may miss the news that woke us
-                for key in keys:
-                    records[key] = self.read(key, woken)
-                seen = list(records.values())
-                if all(r is not None and r.finished for r in seen) or any(
-                    r is not None and r.status is Status.FAILED for r in seen
-                ):
-                    return records
-                now = time.time()
-                for record in seen:
-                    if record is not None and not record.finished and record.stale(now, self.state.timeout):
-                        on_stale(record)
+                try:
+                    if self._check(keys, records, on_stale, on_lost):
+                        return records
+                    outage = None
+                except OUTAGE_ERRORS as exc:  # restarting, failing over: poll on until the deadline
+                    if outage is None:
+                        log.warning("redis failed during a build wait; waiting on", extra={"error": str(exc)})
+                    outage = exc
                 remaining = deadline - time.monotonic()
                 stopping = self.shutdown.wait_left()
                 if stopping is not None:
                     remaining = min(remaining, stopping)
                 if remaining <= 0:
+                    if outage is not None:
+                        raise outage
                     return records
                 event.wait(min(POLL_EVERY, remaining))
         finally:
@@ -123,6 +137,34 @@ class Waiter:
                         events.remove(event)
                     if not events:
                         self._events.pop(key, None)
+
+    def _check(
+        self,
+        keys: Sequence[str],
+        records: dict[str, BuildRecord | None],
+        on_stale: Callable[[BuildRecord], None],
+        on_lost: Callable[[str], None] | None,
+    ) -> bool:
+        """One look at the builds (into ``records``): True when the wait is over. Builds nobody works
+        on any more are handed to ``on_stale``, builds Redis no longer knows to ``on_lost``."""
+        woken = time.monotonic()  # reads begun before this may miss the news that woke us
+        fresh = {key: self.read(key, woken) for key in keys}
+        for key, record in fresh.items():
+            if record is not None or records[key] is None:
+                records[key] = record  # a lost record is answered with the last one seen
+        seen = list(fresh.values())
+        if all(r is not None and r.finished for r in seen) or any(
+            r is not None and r.status is Status.FAILED for r in seen
+        ):
+            return True
+        now = time.time()
+        for key, record in fresh.items():
+            if record is None:
+                if on_lost is not None:
+                    on_lost(key)
+            elif not record.finished and record.stale(now, self.state.timeout):
+                on_stale(record)
+        return False
 
     def read(self, key: str, since: float | None = None) -> BuildRecord | None:
         """The build record, read once for all the requests of this process asking at the moment

@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-CHUNK = 1 << 20  # bytes per streamed chunk: the API never holds more than this of an asset
+#: Bytes per streamed chunk: the API never holds more than this of an asset (about two per download:
+#: the one being sent, the next being read). With 1 MiB, 20 concurrent downloads grew the API by
+#: 49 MiB (``bench/memory.py``, target < 50 MB); the per-chunk overhead is a few microseconds.
+CHUNK = 256 << 10
 
 
 @dataclass(frozen=True)

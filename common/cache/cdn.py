@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -42,6 +43,17 @@ class CDNAsset:
     @property
     def size(self) -> int:
         return self.underlying.size
+
+    @property
+    def digest(self) -> str | None:
+        """The underlying asset's validator (``api.rendering``): the CDN serves the same bytes."""
+        found: str | None = getattr(self.underlying, "digest", None)
+        return found
+
+    @property
+    def modified(self) -> datetime | None:
+        found: datetime | None = getattr(self.underlying, "modified", None)
+        return found
 
     def read(self, start: int = 0, length: int | None = None) -> Iterator[bytes]:
         return self.underlying.read(start, length)

@@ -20,6 +20,7 @@ import json
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,9 @@ LAYER_MEDIA_TYPE = "application/data"
 ANNOTATION_FILENAME = "org.opencontainers.image.title"
 ANNOTATION_CONTENT_TYPE = "dev.talos.image-factory.asset.content-type"
 ANNOTATION_S3_ETAG = "dev.talos.image-factory.asset.s3-etag"
+# The asset's sha512 (hex), computed when it is published: signed with the entry, served as
+# ``<path>.sha512`` (the sha256 is the layer digest itself). See common/cache/checksums.py.
+ANNOTATION_SHA512 = "dev.talos.image-factory.asset.sha512"
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,16 @@ class OCIAsset:
         if filename is None or content_type is None:
             return None
         return AssetInfo(filename=filename, content_type=content_type)
+
+    @property
+    def digest(self) -> str:
+        """The bytes' digest (the layer's): a strong validator for HTTP caches."""
+        return self.layer_digest
+
+    @property
+    def modified(self) -> datetime | None:
+        """When the bytes were stored; the registry does not say (the image config's dates are fixed)."""
+        return None
 
     @property
     def s3_etag(self) -> str | None:
@@ -140,6 +154,7 @@ class OCICache:
         config = _config(layer_digest)
         config_digest = self.client.push_blob(config)
         annotations = {ANNOTATION_FILENAME: info.filename, ANNOTATION_CONTENT_TYPE: info.content_type}
+        annotations[ANNOTATION_SHA512] = _file_sha512(path)
         annotations.update(extra or {})
         manifest: dict[str, Any] = {
             "schemaVersion": 2,
@@ -155,12 +170,37 @@ class OCICache:
         self.client.put_manifest_bytes(key, body, DOCKER_MANIFEST)
         log.info("published cached asset", extra={"ref": f"{self.docker_reference}:{key}", "digest": digest})
 
+    def annotate(self, key: str, entry: OCIAsset, extra: Mapping[str, str]) -> bool:
+        """Re-publishes ``entry`` with ``extra`` annotations, signed before it is tagged, if ``key``
+        still names it (a rebuild in between wins); the blob is not touched. Returns whether it did."""
+        manifest = self.client.get_manifest(entry.manifest_digest)
+        if manifest is None:
+            return False
+        document = manifest.document
+        document["annotations"] = {**(document.get("annotations") or {}), **extra}
+        body = json.dumps(document, separators=(",", ":")).encode()
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        self.client.put_manifest_bytes(digest, body, manifest.media_type)
+        self._sign(digest)
+        if self.client.resolve(key, missing=(404, 403)) != entry.manifest_digest:
+            return False
+        self.client.put_manifest_bytes(key, body, manifest.media_type)
+        return True
+
     def _sign(self, digest: str) -> None:
         payload = simple_signing_payload(self.docker_reference, digest)
         push_legacy_signatures(self.client, digest, [SignatureLayer(payload, self.signer.sign(payload))])
 
     def _signed(self, digest: str) -> bool:
         return has_valid_legacy_signature(self.client, digest, self.signer.verify)
+
+
+def _file_sha512(path: Path) -> str:
+    digest = hashlib.sha512()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _config(layer_digest: str) -> bytes:

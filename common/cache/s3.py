@@ -20,7 +20,7 @@ import logging
 import os
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,12 @@ class S3Asset:
     etag: str
     size: int
     fallback: OCIAsset | None  # read from here if S3 fails before the first byte
+    modified: datetime | None = None  # the object's Last-Modified
+
+    @property
+    def digest(self) -> str:
+        """A strong validator for HTTP caches: the signed entry's layer digest, else the S3 ETag."""
+        return self.fallback.layer_digest if self.fallback is not None else f"s3-{self.etag.strip(chr(34))}"
 
     def read(self, start: int = 0, length: int | None = None) -> Iterator[bytes]:
         length = range_length(start, length, self.size)
@@ -182,7 +188,30 @@ class S3Cache:
         return f"{PREFIX}/{key}"
 
     def put(self, key: str, path: Path, info: AssetInfo) -> None:
-        """Uploads to S3, then publishes the asset with the object's ETag in the signed OCI entry."""
+        """Uploads to S3, then publishes the asset with the object's ETag in the signed OCI entry.
+
+        S3 refusing the upload (wrong credentials, no such bucket, access denied: nothing a retry
+        fixes) does not fail the build: the asset is published to the registry alone, as with S3
+        off, and streamed from there, so clients never get a 500 nor a redirect to an object that
+        is not there. The refusal is logged as an error and counted
+        (``image_factory_s3_fallbacks_total{reason="upload_refused"}``); ``/readyz?verbose`` names
+        its cause. Such an entry stays registry-only until it is rebuilt. S3 not answering
+        (:class:`UnavailableError`) is left to the worker's retries.
+        """
+        try:
+            etag = self._upload(key, path, info)
+        except S3Error as exc:
+            log.error(
+                "S3 refused the upload; publishing the asset to the registry only (streamed, not redirected)",
+                extra={"key": key, "bucket": self.bucket, "error": str(exc)},
+            )
+            self.metrics.inc(S3_FALLBACKS, reason="upload_refused")
+            self.oci.put(key, path, info)
+            return
+        self.oci.put(key, path, info, extra={ANNOTATION_S3_ETAG: etag})
+
+    def _upload(self, key: str, path: Path, info: AssetInfo) -> str:
+        """Uploads ``path`` as ``assets/<key>``; returns the object's ETag."""
         object_key = self.object_key(key)
         try:
             self.client.upload_file(
@@ -198,7 +227,7 @@ class S3Cache:
             etag = str(self.client.head_object(Bucket=self.bucket, Key=object_key)["ETag"])
         except (BotoCoreError, ClientError, boto3.exceptions.S3UploadFailedError) as exc:
             raise _error(exc, f"uploading s3://{self.bucket}/{object_key}") from exc
-        self.oci.put(key, path, info, extra={ANNOTATION_S3_ETAG: etag})
+        return etag
 
     def get(self, key: str) -> CachedAsset | None:
         entry = self.oci.get(key)
@@ -229,7 +258,10 @@ class S3Cache:
             log.warning("S3 object size differs from the signed entry", extra={"key": object_key})
             self.metrics.inc(S3_FALLBACKS, reason="size_mismatch")
             return fallback
-        return S3Asset(self, object_key, etag, size, fallback)
+        modified = head.get("LastModified")
+        return S3Asset(
+            self, object_key, etag, size, fallback, modified if isinstance(modified, datetime) else None
+        )
 
 
 def _upstream_reference(entry: OCIAsset) -> str | None:

@@ -281,6 +281,13 @@ class CacheOptions:
         ours=True,
     )
     schematic: SchematicCacheOptions = section(SchematicCacheOptions, "In-process cache of schematics.")
+    recheckInterval: timedelta = opt(
+        timedelta(seconds=30),
+        "How long an API process serves a cache entry it verified (signature, S3 object) before checking "
+        "again: the longest it keeps redirecting clients to an S3 that went down, or serving an entry "
+        "removed from the cache. 0 checks on every request.",
+        ours=True,
+    )
 
 
 @dataclass
@@ -409,6 +416,65 @@ class InstallerOptions:
 
 
 @dataclass
+class SourceLimitsOptions:
+    """Bounds on what a source registry may make the factory read and unpack (hostile sources)."""
+
+    maxManifestSize: int = opt(
+        4 * 1024 * 1024,
+        "Largest manifest, index or signature manifest (bytes) read from a source registry; larger → "
+        "502. containerd refuses manifests above about the same size (`MaxManifestSize`, "
+        "`containerd/containerd@v2.0.0:core/remotes/docker/resolver.go`).",
+        ours=True,
+    )
+    idleTimeout: timedelta = opt(
+        timedelta(seconds=30),
+        "How long a source registry may send nothing while a manifest or blob is being read; longer → "
+        "503 (unavailable).",
+        ours=True,
+    )
+    maxReadTime: timedelta = opt(
+        timedelta(minutes=30),
+        "Longest time one manifest or blob may take to arrive from a source registry, however steadily "
+        "it trickles; longer → 502. A blob that sends more bytes than its descriptor's size is refused "
+        "(502) as soon as it does.",
+        ours=True,
+    )
+    maxLayerSize: int = opt(
+        8 * 1024**3,
+        "Most uncompressed bytes (the tar stream, headers included) one source image layer may unpack "
+        "to; more → 502 naming the image and the layer (decompression bombs). Checked against each "
+        "entry's declared size before it is written.",
+        ours=True,
+    )
+    maxLayerEntries: int = opt(
+        1_000_000,
+        "Most tar entries (files, directories, links, whiteouts) one source image layer may hold; more → 502.",
+        ours=True,
+    )
+    maxImageSize: int = opt(
+        16 * 1024**3,
+        "Most uncompressed bytes all the layers of one source image may unpack to together; more → 502.",
+        ours=True,
+    )
+    maxImageEntries: int = opt(
+        2_000_000,
+        "Most tar entries all the layers of one source image may hold together; more → 502.",
+        ours=True,
+    )
+    maxBuildSize: int = opt(
+        32 * 1024**3,
+        "Most unpacked bytes the extension and overlay images of one build may add up to; more → 502 "
+        "naming the images.",
+        ours=True,
+    )
+    maxBuildEntries: int = opt(
+        4_000_000,
+        "Most tar entries the extension and overlay images of one build may add up to; more → 502.",
+        ours=True,
+    )
+
+
+@dataclass
 class ArtifactsOptions:
     core: CoreOptions = section(CoreOptions, "Core images used by the image factory.")
     schematic: RepositoryOptions = section(
@@ -435,6 +501,11 @@ class ArtifactsOptions:
         20 * 1024**3,
         "Bytes of local source-image storage kept before least-recently-used entries are evicted.",
         ours=True,
+    )
+    limits: SourceLimitsOptions = section(
+        SourceLimitsOptions,
+        "Bounds on what a source registry may make the factory read and unpack (ours: upstream has none "
+        "of its own); exceeding one is refused with 502 naming the image and the reason.",
     )
 
 

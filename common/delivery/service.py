@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from cachetools import TTLCache
@@ -42,7 +42,7 @@ from common.singleflight import SingleFlight
 log = logging.getLogger(__name__)
 
 MEMO_SIZE = 10_000
-ENTRY_TTL = 30.0  # seconds a verified cache entry is served without asking the registry again
+ENTRY_TTL = 30.0  # cache.recheckInterval's default: a verified entry is served this long unchecked
 PLAN_TTL = 60.0  # seconds a planned (schematic, version, path) is reused (catalogs change rarely)
 
 
@@ -102,11 +102,14 @@ class Delivery:
         self._secureboot = secureboot_assets(services.config.secureBoot)
         presign = services.config.cache.s3.presignedURLTTL.total_seconds()
         self._lock = threading.Lock()
-        self._assets: TTLCache[str, CachedAsset] = TTLCache(MEMO_SIZE, ENTRY_TTL)
+        # cache.recheckInterval bounds how long clients are sent to an S3 that went down meanwhile
+        recheck = services.config.cache.recheckInterval.total_seconds()
+        self._assets: TTLCache[str, CachedAsset] = TTLCache(MEMO_SIZE, max(recheck, 1e-6))
         self._located: TTLCache[tuple[str, str, str], Located] = TTLCache(MEMO_SIZE, PLAN_TTL)
         self._lookups: SingleFlight[str, CachedAsset | None] = SingleFlight()
-        # (key, filename) → (the asset the URL was made for, the URL)
-        self._urls: TTLCache[tuple[str, str], tuple[CachedAsset, str]] = TTLCache(
+        self._url_validity = min(presign, 7 * 86400.0)  # SigV4's maximum, as common.cache.s3.presign_seconds
+        # (key, filename) → (the asset the URL was made for, the URL, when it expires: time.monotonic())
+        self._urls: TTLCache[tuple[str, str], tuple[CachedAsset, str, float]] = TTLCache(
             MEMO_SIZE, max(1.0, min(300.0, presign / 4))
         )
 
@@ -164,7 +167,7 @@ class Delivery:
         if missing:
             if not wait:
                 return Pending(missing[0], self.services.builds.get(missing[0]))
-            waited = self._wait(missing, timeout)
+            waited = self._wait(missing, timeout, {t.key: t for t in targets})
             if isinstance(waited, Pending):
                 return waited
             assets.update(waited)
@@ -195,16 +198,24 @@ class Delivery:
         A remembered URL is only reused for the same asset: when S3 is down or its object stale,
         the lookup gives the registry copy instead (not redirectable), and clients must not keep
         being sent to S3 for the rest of the URL's memo time."""
+        found = self.redirect(key, asset, filename)
+        return found[0] if found is not None else None
+
+    def redirect(self, key: str, asset: CachedAsset, filename: str) -> tuple[str, float] | None:
+        """:meth:`redirect_url` and the seconds it stays valid (what a cache may keep the redirect for:
+        ``api.rendering``)."""
         memo = (key, filename)
+        now = time.monotonic()
         with self._lock:
             found = self._urls.get(memo)
         if found is not None and found[0] == asset:
-            return found[1]
+            return found[1], found[2] - now
         url = asset.redirect_url(filename)
-        if url:
-            with self._lock:
-                self._urls[memo] = (asset, url)
-        return url
+        if not url:
+            return None
+        with self._lock:
+            self._urls[memo] = (asset, url, now + self._url_validity)
+        return url, self._url_validity
 
     def lookup(self, key: str, since: float | None = None) -> CachedAsset | None:
         """The cached asset; concurrent lookups of one key (every waiter of a build that just
@@ -275,9 +286,19 @@ class Delivery:
             log.warning("build lost its worker; queued again", extra={"key": record.key})
             self.services.publisher.publish(record.key, BuildRequest.from_json(record.request))
 
-    def _wait(self, keys: Sequence[str], timeout: float | None = None) -> dict[str, CachedAsset] | Pending:
+    def _requeue_lost(self, target: Located) -> None:
+        """Redis no longer knows the build (it restarted empty, or failed over to a replica that
+        had not seen it): queue it again, once, cluster-wide. A worker still building it keeps its
+        lock, so the new task finds the build running and leaves it (``worker.pipeline``)."""
+        log.warning("build record lost (redis restarted?); queued again", extra={"key": target.key})
+        self._ensure(target)
+
+    def _wait(
+        self, keys: Sequence[str], timeout: float | None = None, targets: Mapping[str, Located] | None = None
+    ) -> dict[str, CachedAsset] | Pending:
         """Blocks until the builds finish or ``build.waitTimeout`` passes; in a stopping process, 503
-        when the builds did not finish within the wait's share of the grace period."""
+        when the builds did not finish within the wait's share of the grace period. Builds of
+        ``targets`` whose records are lost meanwhile are queued again."""
         if not self.waiter.try_reserve(keys):
             raise UnavailableError("too many requests are waiting for builds on this server; retry later")
         metrics = self.services.metrics
@@ -286,7 +307,13 @@ class Delivery:
         try:
             if timeout is None:
                 timeout = self.services.config.build.waitTimeout.total_seconds()
-            records = self.waiter.wait_all(keys, timeout, self._requeue_stale)
+            known = targets or {}
+
+            def on_lost(key: str) -> None:
+                if key in known:
+                    self._requeue_lost(known[key])
+
+            records = self.waiter.wait_all(keys, timeout, self._requeue_stale, on_lost)
         finally:
             self.waiter.release()
             metrics.inc(CLIENTS_WAITING, -1)

@@ -27,6 +27,9 @@ from common.metrics.multiprocess import ENV
 
 log = logging.getLogger(__name__)
 
+#: Label combinations remembered for the fast path; past this, recording takes the checked path.
+MAX_CHILDREN = 10_000
+
 
 def multiprocess_mode() -> bool:
     """True when values go to the multiprocess directory.
@@ -56,6 +59,8 @@ class PrometheusMetrics:
             m.name: _create(m, self._target) for m in self._definitions.values() if m.kind is not Kind.GAUGE
         }
         self._failed: set[str] = set()
+        #: (name, *label items as passed) → (the definition, its prometheus_client child)
+        self._children: dict[tuple[Any, ...], tuple[Metric, Any]] = {}
 
     @property
     def collector_registry(self) -> CollectorRegistry:
@@ -77,6 +82,17 @@ class PrometheusMetrics:
         self._record(metric, labels, "set", value)
 
     def _record(self, metric: Metric, labels: dict[str, str], op: str, value: float) -> None:
+        # The hot path (several events per HTTP request): a child seen before is looked up by name and
+        # label values as given, without checking the definition again or building label dicts.
+        memo = (metric.name, *labels.items())
+        child = self._children.get(memo)
+        if child is not None and child[0] is metric:
+            with _WRITE_LOCK:
+                try:
+                    getattr(child[1], op)(value)
+                except OSError as exc:
+                    self._write_failed(metric, exc)
+            return
         if self._definitions.get(metric.name) != metric:
             raise ValueError(f"{metric.name} is not recorded by events")
         if set(labels) != set(metric.labels):
@@ -86,12 +102,18 @@ class PrometheusMetrics:
             if found is None:
                 found = self._metrics[metric.name] = _create(metric, self._target)
             try:
-                child = found.labels(**{k: str(v) for k, v in labels.items()}) if metric.labels else found
-                getattr(child, op)(value)
-            except OSError as exc:  # the directory's disk is full: the request must not fail for it
-                if metric.name not in self._failed:
-                    self._failed.add(metric.name)
-                    log.warning("cannot record a metric", extra={"metric": metric.name, "error": str(exc)})
+                made = found.labels(**{k: str(v) for k, v in labels.items()}) if metric.labels else found
+                if len(self._children) < MAX_CHILDREN:
+                    self._children[memo] = (metric, made)
+                getattr(made, op)(value)
+            except OSError as exc:
+                self._write_failed(metric, exc)
+
+    def _write_failed(self, metric: Metric, exc: OSError) -> None:
+        """The directory's disk is full: logged once per metric, the request must not fail for it."""
+        if metric.name not in self._failed:
+            self._failed.add(metric.name)
+            log.warning("cannot record a metric", extra={"metric": metric.name, "error": str(exc)})
 
 
 #: Held around every write. In multiprocess mode prometheus_client guards its files with one lock per

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from common.artifacts.catalog import ExtensionRef, ImageDependency, OverlayRef
-from common.errors import InvalidInputError, NotImplementedYetError
+from common.errors import InvalidInputError
 from common.profile.hash import profile_hash
 from common.profile.model import (
     Bootloader,
@@ -23,6 +23,7 @@ from common.profile.model import (
     ISOOptions,
     MetaValue,
     OutputKind,
+    Overlay,
     Profile,
     SDBootEnrollKeys,
     SecureBootAssets,
@@ -43,6 +44,11 @@ __all__ = [
 ]
 
 TALOS_NAME = "Talos"
+
+#: The arch named in ``overlay.image`` (upstream: ``runtime.GOARCH`` of the factory). Fixed rather than
+#: taken from the API host, so every API replica computes the same key; the worker runs the installer
+#: from the image for its own arch whatever this says.
+OVERLAY_HOST_ARCH = "amd64"
 
 #: Names clients still use for renamed official extensions (upstream ``ExtensionNameAlias``).
 EXTENSION_ALIASES: dict[str, str] = {
@@ -172,15 +178,25 @@ def enhance(
             ContainerAsset(tarball_path=f"{schematic_id}-{supports_overlay}.tar")
         )
         if schematic.overlay.name:
-            # Overlays (SBC images) arrive with the disk-image outputs; refuse rather than ignore them.
             overlays = catalogs.official_overlays(parse_tolerant(version))
-            if not any(o.name == schematic.overlay.name for o in overlays):
+            found = next((o for o in overlays if o.name == schematic.overlay.name), None)
+            if found is None:
                 # upstream formats the zero-value struct here instead of the name; we name the overlay
                 raise InvalidInputError(
                     f"official overlay {go_quote(schematic.overlay.name)} is not available "
                     f"for Talos version {version}"
                 )
-            raise NotImplementedYetError("overlay (SBC) images are not built by this factory yet")
+            plan.overlay = found
+            # Upstream's layout paths: <arch>-<digest> for the image the installer runs from (the
+            # factory host's arch) and for the target arch's (profile and artifacts). Only the base
+            # names are hashed, so the catalog digest keys the cache; the worker merges the overlay's
+            # profiles/<name>.yaml (worker.imager.overlay), which that digest pins too.
+            prof.overlay = Overlay(
+                name=found.name,
+                image=ContainerAsset(oci_path=f"{OVERLAY_HOST_ARCH}-{found.digest}"),
+                options=copy.deepcopy(schematic.overlay.options),
+            )
+            prof.input.overlay_installer = ContainerAsset(oci_path=f"{prof.arch}-{found.digest}")
 
     _apply_args_and_meta(prof, schematic, quirks)
     prof.version = version

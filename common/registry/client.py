@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Collection, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +22,11 @@ from urllib.parse import urljoin
 import oras.client
 import oras.provider
 import requests
+import urllib3.exceptions
 
-from common.config.options import RepositoryOptions
-from common.errors import FactoryError, UnavailableError
+from common.config.options import RepositoryOptions, SourceLimitsOptions
+from common.errors import BadSourceError, FactoryError, UnavailableError
+from common.registry.credentials import load_docker_credentials
 from common.streams import window
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,36 @@ MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 
 class RegistryError(FactoryError):
     """The registry answered with something we did not expect (not a dependency outage)."""
+
+
+class HostileSourceError(BadSourceError):
+    """A registry sent a response this client will not read to its end: a manifest above the size
+    bound, a blob longer than its descriptor says, or a body that keeps arriving past the read-time
+    bound (502, naming the registry, the repository and the manifest or blob)."""
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """How much, and for how long, one response of a registry may be read.
+
+    ``idle_timeout``: seconds without a byte (the socket read timeout; a stalled registry is
+    unavailable, 503). ``max_read_time``: seconds one body may take in all, however steadily it
+    trickles (None: unbounded), checked after every socket read (``urllib3``'s ``read1``), so a
+    registry sending a byte now and then is cut off on time instead of when a whole chunk has
+    accumulated. ``max_manifest_size``: the largest manifest or index read into memory.
+    """
+
+    max_manifest_size: int = MAX_MANIFEST_SIZE
+    idle_timeout: float = TIMEOUT
+    max_read_time: float | None = None
+
+    @classmethod
+    def from_options(cls, options: SourceLimitsOptions) -> ReadLimits:
+        return cls(
+            max_manifest_size=options.maxManifestSize,
+            idle_timeout=options.idleTimeout.total_seconds(),
+            max_read_time=options.maxReadTime.total_seconds(),
+        )
 
 
 @dataclass(frozen=True)
@@ -68,11 +101,15 @@ class Manifest:
 class RegistryClient:
     """One repository (registry + namespace/repository) with the calls we need."""
 
-    def __init__(self, repo: RepositoryOptions) -> None:
+    def __init__(self, repo: RepositoryOptions, limits: ReadLimits | None = None) -> None:
         self.repo = repo
+        self.limits = limits or ReadLimits()
         self.scheme = "http" if repo.insecure else "https"
         self._oras = oras.client.OrasClient(hostname=repo.registry, insecure=repo.insecure)
-        self._oras.session.request = _with_timeout(self._oras.session.request)
+        load_docker_credentials(self._oras, repo.registry)
+        self._oras.session.request = _with_timeout(
+            self._oras.session.request, (TIMEOUT, self.limits.idle_timeout)
+        )
         # oras' do_request retries with sleeps of up to 83 s; an API request wants a quick 503
         # instead, and background jobs bring their own retry policy. Keep oras' auth handling.
         self._do = functools.partial(oras.provider.Registry.do_request.__wrapped__, self._oras)
@@ -119,7 +156,7 @@ class RegistryClient:
             response.close()
             return None
         _check(response, "GET blob")
-        return _read_bounded(response, max_size, f"blob {digest}")
+        return self._read_bounded(response, max_size, f"blob {digest}")
 
     def push_blob(self, data: bytes, digest: str | None = None) -> str:
         """Monolithic upload (POST then PUT); returns the digest."""
@@ -192,7 +229,7 @@ class RegistryClient:
             response.close()
             return None
         _check(response, f"GET manifest {reference}")
-        body = _read_bounded(response, MAX_MANIFEST_SIZE, f"manifest {reference}")
+        body = self._read_bounded(response, self.limits.max_manifest_size, f"manifest {reference}")
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         expected = (
             reference if reference.startswith("sha256:") else response.headers.get("Docker-Content-Digest")
@@ -224,13 +261,17 @@ class RegistryClient:
 
     def get_referrers(self, digest: str) -> dict[str, Any] | None:
         """The OCI 1.1 referrers index of ``digest``, or None when the registry has no referrers API."""
-        response = self._request("GET", f"{self.base}/referrers/{digest}", headers={"Accept": OCI_INDEX})
+        response = self._request(
+            "GET", f"{self.base}/referrers/{digest}", headers={"Accept": OCI_INDEX}, stream=True
+        )
         if response.status_code in (404, 405) or not response.headers.get("Content-Type", "").startswith(
             OCI_INDEX
         ):
+            response.close()
             return None
         _check(response, "GET referrers")
-        value = response.json()
+        body = self._read_bounded(response, self.limits.max_manifest_size, f"referrers of {digest}")
+        value = json.loads(body)
         return value if isinstance(value, dict) else None
 
     def list_tags(self, page_size: int = 1000) -> list[str]:
@@ -238,22 +279,32 @@ class RegistryClient:
         tags: list[str] = []
         url: str | None = f"{self.base}/tags/list?n={page_size}"
         while url:
-            response = self._request("GET", url)
+            response = self._request("GET", url, stream=True)
             if response.status_code == 404:
+                response.close()
                 return tags
             _check(response, "list tags")
-            tags.extend(response.json().get("tags") or [])
+            page = json.loads(self._read_bounded(response, self.limits.max_manifest_size, "the tag list"))
+            tags.extend(page.get("tags") or [])
             url = _next_link(response, f"{self.scheme}://{self.repo.registry}")
         return tags
 
     def stream_blob(
-        self, digest: str, chunk_size: int = 1 << 20, *, start: int = 0, length: int | None = None
+        self,
+        digest: str,
+        chunk_size: int = 1 << 20,
+        *,
+        start: int = 0,
+        length: int | None = None,
+        size: int | None = None,
     ) -> Generator[bytes, None, None]:
         """The blob's bytes ``[start, start+length)`` in chunks (to the end when ``length`` is None).
 
         Full reads are not digest-checked here: the caller sees every byte and verifies. A registry
         that ignores the Range header (200 instead of 206) is handled by skipping the leading bytes.
-        The HTTP response is closed when the iterator is exhausted or closed.
+        The HTTP response is closed when the iterator is exhausted or closed. ``size``: the size the
+        blob's descriptor gives; a full read that declares or sends more is refused
+        (:class:`HostileSourceError`) as soon as it does, so an endless blob costs ``size`` bytes.
         """
         if start < 0 or (length is not None and length < 0):
             raise ValueError(f"invalid byte range start={start} length={length}")
@@ -269,13 +320,77 @@ class RegistryClient:
             raise RegistryError(f"blob {self.repo.path}@{digest} does not exist")
         _check(response, "GET blob")
         skip = start if headers and response.status_code != 206 else 0
+        what = f"blob {digest}"
         with response:
+            chunks = self._body(response, chunk_size, what)
+            if size is not None and not headers:
+                chunks = self._at_most(response, chunks, size, what)
+            yield from window(chunks, skip, length)
+
+    def _at_most(
+        self, response: requests.Response, chunks: Iterator[bytes], size: int, what: str
+    ) -> Iterator[bytes]:
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > size:
+            raise HostileSourceError(
+                f"{self._where(what)} is {declared} bytes, more than the {size} its descriptor gives: refused"
+            )
+        seen = 0
+        for chunk in chunks:
+            seen += len(chunk)
+            if seen > size:
+                raise HostileSourceError(
+                    f"{self._where(what)} sent more than the {size} bytes its descriptor gives: refused"
+                )
+            yield chunk
+
+    def _where(self, what: str) -> str:
+        return f"registry {self.repo.registry}: {self.repo.path} {what}"
+
+    def _body(self, response: requests.Response, chunk_size: int, what: str) -> Iterator[bytes]:
+        """The body as it arrives (each chunk what one socket read gave, at most ``chunk_size``),
+        within ``limits``: a stall is :class:`UnavailableError` (503), a body still arriving after
+        ``max_read_time`` is :class:`HostileSourceError` (502)."""
+        limit = self.limits.max_read_time
+        deadline = None if limit is None else time.monotonic() + limit
+        while True:
             try:
-                yield from window(response.iter_content(chunk_size), skip, length)
-            except requests.RequestException as exc:
+                chunk = response.raw.read1(chunk_size, decode_content=True)
+            except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+                if _is_timeout(exc):
+                    raise UnavailableError(
+                        f"{self._where(what)}: nothing arrived for {self.limits.idle_timeout:g} s"
+                    ) from exc
                 raise UnavailableError(
-                    f"registry {self.repo.registry}: reading blob {digest} failed: {exc.__class__.__name__}"
+                    f"{self._where(what)}: reading failed: {exc.__class__.__name__}"
                 ) from exc
+            if not chunk:
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                raise HostileSourceError(
+                    f"{self._where(what)} was still arriving after {limit:g} s "
+                    "(artifacts.limits.maxReadTime): refused"
+                )
+            yield chunk
+
+    def _read_bounded(self, response: requests.Response, limit: int, what: str) -> bytes:
+        """The whole body, refused (502) as soon as it passes ``limit`` bytes or the read-time bound."""
+        chunks: list[bytes] = []
+        size = 0
+        with response:
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise HostileSourceError(
+                    f"{self._where(what)} is {declared} bytes, more than the {limit} allowed: refused"
+                )
+            for chunk in self._body(response, 65536, what):
+                size += len(chunk)
+                if size > limit:
+                    raise HostileSourceError(
+                        f"{self._where(what)} is larger than the {limit} bytes allowed: refused"
+                    )
+                chunks.append(chunk)
+        return b"".join(chunks)
 
 
 def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
@@ -319,16 +434,13 @@ class _ChunksBody:
         yield from self.chunks()
 
 
-def _read_bounded(response: requests.Response, limit: int, what: str) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    with response:
-        for chunk in response.iter_content(65536):
-            size += len(chunk)
-            if size > limit:
-                raise RegistryError(f"{what} is larger than {limit} bytes")
-            chunks.append(chunk)
-    return b"".join(chunks)
+def _is_timeout(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, TimeoutError | urllib3.exceptions.TimeoutError | requests.Timeout):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _next_link(response: requests.Response, origin: str) -> str | None:
@@ -338,12 +450,27 @@ def _next_link(response: requests.Response, origin: str) -> str | None:
 
 def _check(response: requests.Response, what: str) -> None:
     if response.status_code >= 400:
-        raise RegistryError(f"registry refused {what}: {response.status_code} {response.text[:200]}")
+        raise RegistryError(f"registry refused {what}: {response.status_code} {_error_text(response)}")
 
 
-def _with_timeout(request: Any) -> Any:
+def _error_text(response: requests.Response) -> str:
+    """The start of an error body, never more than one socket read: a hostile registry's endless
+    or trickling error body must not hold the caller (``response.text`` would read all of it)."""
+    loaded = getattr(response, "_content", False)  # requests' own: bytes once read (not streamed)
+    try:
+        head = loaded if isinstance(loaded, bytes) else response.raw.read1(512, decode_content=True)
+    except (urllib3.exceptions.HTTPError, requests.RequestException, OSError):
+        head = b""
+    finally:
+        response.close()
+    return head[:200].decode("utf-8", "replace")
+
+
+def _with_timeout(request: Any, timeout: tuple[float, float]) -> Any:
+    """``timeout``: (connect, read) seconds; the read timeout is the idle bound between socket reads."""
+
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("timeout", TIMEOUT)
+        kwargs.setdefault("timeout", timeout)
         return request(*args, **kwargs)
 
     return wrapped

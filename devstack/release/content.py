@@ -199,7 +199,21 @@ esac
 OVERLAY_NAMES = ("rpi_generic", "revpi_generic")
 
 
+def _overlay_profile(extra: dict[str, object] | None = None, bootloader: str = "") -> bytes:
+    """A board's ``profiles/<name>.yaml``: what the factory keeps of it is customization and the
+    bootloader (everything else is blanked before the merge, as upstream)."""
+    image: dict[str, object] = {"diskSize": 1306525696, "diskFormat": "raw"}
+    if bootloader:
+        image["bootloader"] = bootloader
+    profile: dict[str, object] = {"arch": "arm64", "platform": "metal", "secureboot": False}
+    if extra:
+        profile["customization"] = extra
+    profile["output"] = {"kind": "image", "imageOptions": image, "outFormat": ".xz"}
+    return yaml.safe_dump(profile, sort_keys=False).encode()
+
+
 def overlay_entries() -> list[Entry]:
+    """Raspberry Pi style: firmware files for the boot partition, config.txt, U-Boot as the kernel."""
     entries: list[Entry] = [
         file("artifacts/arm64/firmware/boot/bootcode.bin", blob("rpi bootcode.bin", 2048)),
         file("artifacts/arm64/firmware/boot/fixup.dat", blob("rpi fixup.dat", 1024)),
@@ -209,17 +223,92 @@ def overlay_entries() -> list[Entry]:
     for name in OVERLAY_NAMES:
         entries.append(file(f"installers/{name}", OVERLAY_INSTALLER.replace("@NAME@", name), 0o755))
         entries.append(file(f"artifacts/arm64/u-boot/{name}/u-boot.bin", blob(f"{name} u-boot.bin", 4096)))
-        profile = {
-            "arch": "arm64",
-            "platform": "metal",
-            "secureboot": False,
-            "output": {
-                "kind": "image",
-                "imageOptions": {"diskSize": 1306525696, "diskFormat": "raw", "bootloader": "grub"},
-                "outFormat": ".xz",
-            },
-        }
-        entries.append(file(f"profiles/{name}.yaml", yaml.safe_dump(profile, sort_keys=False)))
+        entries.append(file(f"profiles/{name}.yaml", _overlay_profile(bootloader="grub")))
+    return entries
+
+
+ROCKCHIP_REPOSITORY = "siderolabs/sbc-rockchip"
+ROCKCHIP_TAG = "v0.1.0"
+ROCKCHIP_NAMES = ("rock64",)
+#: Where a Rockchip SoC's boot ROM looks for the bootloader: sector 64 (32 KiB), and the LBAs the
+#: overlay asks the GPT entries to move past so U-Boot has room (10 MiB, as sbc-rockchip asks).
+ROCKCHIP_UBOOT_SECTOR = 64
+ROCKCHIP_OFFSET_LBAS = 2048 * 10
+ROCKCHIP_UBOOT_SIZE = 300 * 1024
+#: The board's console and the argument its profile adds (merged into every asset's command line).
+ROCKCHIP_KERNEL_ARGS = ("console=tty1", "console=ttyS2,1500000n8")
+ROCKCHIP_PROFILE_ARGS = ("fixture.overlay.profile=rock64",)
+
+ROCKCHIP_INSTALLER = r"""#!/bin/sh
+# Fixture overlay installer for Rockchip-like boards: U-Boot goes raw at sector 64 of the disk,
+# before the first partition, in the gap partitionOptions.offset keeps free of the GPT entries.
+# The option fixtureFault makes it misbehave on purpose, for the factory's containment tests:
+#   fail | hang | escape (write to a host path) | clobber (raw write over the GPT) |
+#   outside (a file outside boot/EFI) | symlink (a link to a host file) | options (bad get-options)
+set -eu
+option() { sed -n "s/^[[:space:]]*$1:[[:space:]]*//p" | head -n 1 | sed "s/^[\"']//; s/[\"']\$//"; }
+field() { sed -n "s/^$1:[[:space:]]*//p" | head -n 1 | sed "s/^[\"']//; s/[\"']\$//"; }
+case "${1:-}" in
+get-options)
+    fault=$(option fixtureFault)
+    if [ "$fault" = options ]; then echo "kernelArgs: {not: a list}"; exit 0; fi
+    cat <<'EOF'
+name: @NAME@
+kernelArgs:
+    - @ARG1@
+    - @ARG2@
+partitionOptions:
+    offset: @OFFSET@
+EOF
+    ;;
+install)
+    input=$(cat)
+    disk=$(printf '%s\n' "$input" | field installDisk)
+    prefix=$(printf '%s\n' "$input" | field mountPrefix)
+    artifacts=$(printf '%s\n' "$input" | field artifactsPath)
+    fault=$(printf '%s\n' "$input" | option fixtureFault)
+    target=$(printf '%s\n' "$input" | option fixtureTarget)
+    uboot="$artifacts/arm64/u-boot/@NAME@/u-boot-rockchip.bin"
+    case "$fault" in
+    fail) echo "install: the board's bootloader is broken (fixture fault)" >&2; exit 3 ;;
+    hang) sleep 3600 ;;
+    escape) echo escaped > "$target" ;;
+    clobber) dd if="$uboot" of="$disk" bs=512 seek=0 conv=notrunc 2>/dev/null ;;
+    outside) mkdir -p "$prefix/etc"; echo x > "$prefix/etc/outside" ;;
+    symlink) mkdir -p "$prefix/boot/EFI"; ln -s "$target" "$prefix/boot/EFI/link" ;;
+    esac
+    dd if="$uboot" of="$disk" bs=512 seek=@SECTOR@ conv=notrunc 2>/dev/null
+    mkdir -p "$prefix/boot/EFI/dtb/rockchip"
+    cp "$artifacts/arm64/dtb/rockchip/rk3328-@NAME@.dtb" "$prefix/boot/EFI/dtb/rockchip/"
+    ;;
+*)
+    echo "usage: $0 get-options|install" >&2
+    exit 2
+    ;;
+esac
+"""
+
+
+def rockchip_installer(name: str) -> str:
+    return (
+        ROCKCHIP_INSTALLER.replace("@NAME@", name)
+        .replace("@ARG1@", ROCKCHIP_KERNEL_ARGS[0])
+        .replace("@ARG2@", ROCKCHIP_KERNEL_ARGS[1])
+        .replace("@OFFSET@", str(ROCKCHIP_OFFSET_LBAS))
+        .replace("@SECTOR@", str(ROCKCHIP_UBOOT_SECTOR))
+    )
+
+
+def rockchip_overlay_entries() -> list[Entry]:
+    """Rockchip / U-Boot style: a raw bootloader before the first partition, a device tree on the ESP."""
+    entries: list[Entry] = []
+    for name in ROCKCHIP_NAMES:
+        entries.append(file(f"installers/{name}", rockchip_installer(name), 0o755))
+        uboot = blob(f"{name} u-boot-rockchip.bin", ROCKCHIP_UBOOT_SIZE)
+        entries.append(file(f"artifacts/arm64/u-boot/{name}/u-boot-rockchip.bin", uboot))
+        entries.append(file(f"artifacts/arm64/dtb/rockchip/rk3328-{name}.dtb", blob(f"{name} dtb", 2048)))
+        custom: dict[str, object] = {"extraKernelArgs": list(ROCKCHIP_PROFILE_ARGS)}
+        entries.append(file(f"profiles/{name}.yaml", _overlay_profile(custom)))
     return entries
 
 

@@ -197,7 +197,21 @@ def build_release(
             for arch in ("amd64", "arm64")
         ],
     )
-    shared = _Shared(publisher, kver, modules, grub_layer, overlay.digest, _publish_hello(publisher))
+    rockchip = publisher.publish(
+        content.ROCKCHIP_REPOSITORY,
+        content.ROCKCHIP_TAG,
+        [
+            Image(
+                [layer(content.rockchip_overlay_entries())],
+                arch,
+                labels={"org.opencontainers.image.source": content.SOURCE},
+            )
+            for arch in ("amd64", "arm64")
+        ],
+    )
+    shared = _Shared(
+        publisher, kver, modules, grub_layer, overlay.digest, _publish_hello(publisher), rockchip.digest
+    )
     # Versions are independent; pushing is mostly registry round trips, so a few run at once.
     with ThreadPoolExecutor(max_workers=3) as pool:
         for version, names in zip(
@@ -225,6 +239,7 @@ class _Shared:
     grub_layer: Layer
     overlay_digest: str
     hello: Pushed
+    rockchip_digest: str = ""
 
 
 def _publish_hello(publisher: Publisher) -> Pushed:
@@ -317,10 +332,14 @@ def _publish_version(shared: _Shared, version: str) -> list[str]:
     names = [ref.split(":")[0].removeprefix(f"{UPSTREAM_REGISTRY}/") for ref, _, _ in lines]
     if not Quirks(version).supports_overlay():
         return names  # overlays (and their catalog image) start with Talos 1.7
+    rockchip_ref = f"{UPSTREAM_REGISTRY}/{content.ROCKCHIP_REPOSITORY}:{content.ROCKCHIP_TAG}"
     overlays = content.overlays_catalog(
         [
-            (name, f"{UPSTREAM_REGISTRY}/siderolabs/sbc-raspberrypi:v0.1.0", shared.overlay_digest)
-            for name in content.OVERLAY_NAMES
+            *(
+                (name, f"{UPSTREAM_REGISTRY}/siderolabs/sbc-raspberrypi:v0.1.0", shared.overlay_digest)
+                for name in content.OVERLAY_NAMES
+            ),
+            *((name, rockchip_ref, shared.rockchip_digest) for name in content.ROCKCHIP_NAMES),
         ]
     )
     shared.publisher.publish(

@@ -10,12 +10,12 @@ pulled once:
 * ``s3_stack``: S3 enabled, ``http.externalPXEURL`` on ``10.0.2.2`` (the host as a QEMU guest sees it).
   Clients on the main host are redirected to presigned S3 URLs; iPXE is streamed.
 * ``oci_stack``: no S3, so everything is streamed from the signed OCI entries.
-* ``cdn_stack``: S3 behind a "CDN" and ``cache.redirectPXE: true``, so iPXE is redirected too. The CDN
-  rewrites the presigned URL's host from moto's ``127.0.0.1:<port>`` (unreachable from the guest) to
-  ``10.0.2.2:<port>``, which slirp forwards to the host's loopback, i.e. to moto itself. Its
-  ``trimPrefix`` is ``/``: the path stays ``/<bucket>/assets/<key>`` (a path without its leading slash
-  gets it back when the URL is rebuilt, as in Go's ``url.URL``), which is what a CDN whose origin is
-  the S3 endpoint itself needs. moto does not check signatures (nor the Host they were made for).
+* ``cdn_stack``: S3 behind a CDN and ``cache.redirectPXE: true``, so iPXE is redirected too. The CDN
+  is nginx on the host's loopback (``tests/support/cdn.py``), which the guest reaches as
+  ``10.0.2.2:<port>`` through slirp; it forwards the presigned query string to the S3 (SeaweedFS,
+  which checks the signature) with the ``Host`` the URL was signed for. Its ``trimPrefix`` is ``/``:
+  the path stays ``/<bucket>/assets/<key>`` (a path without its leading slash gets it back when the
+  URL is rebuilt, as in Go's ``url.URL``), so the CDN's origin path is empty.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from common.schematic.emit import marshal, schematic_id
 from devstack.release.release import Release
 from devstack.services import RedisServer, RegistryServer, S3Server
 from tests.e2e.test_imager_boot import SCHEMATIC, _check_cmdline, _check_report, _ok
+from tests.support.cdn import NginxCDN
 from tests.support.imager import ImagerHarness, imager_harness
 from tests.support.qemu import boot, qemu_available
 from tests.support.stack import Stack, factory_stack
@@ -116,7 +117,13 @@ def oci_stack(stack_factory: Callable[..., Stack]) -> Stack:
 
 
 @pytest.fixture(scope="module")
-def cdn_stack(stack_factory: Callable[..., Stack], s3_server: S3Server) -> Stack:
+def cdn(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> Iterator[NginxCDN]:
+    with NginxCDN(tmp_path_factory.mktemp("delivery-cdn-nginx"), s3_server) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cdn_stack(stack_factory: Callable[..., Stack], s3_server: S3Server, cdn: NginxCDN) -> Stack:
     return stack_factory(
         "delivery-cdn",
         s3=s3_server,
@@ -124,8 +131,8 @@ def cdn_stack(stack_factory: Callable[..., Stack], s3_server: S3Server) -> Stack
         overrides={
             "cache.redirectPXE": True,
             "cache.cdn.enabled": True,
-            "cache.cdn.host": f"{GUEST_HOST}:{s3_server.port}",
-            "cache.cdn.trimPrefix": "/",
+            "cache.cdn.host": f"{GUEST_HOST}:{cdn.port}",
+            "cache.cdn.trimPrefix": cdn.trim_prefix,
         },
     )
 
@@ -278,7 +285,7 @@ def test_oci_only_streams_the_same_bytes_and_ranges(oci_stack: Stack) -> None:
 
 @pytest.mark.parametrize("redirect", [False, True], ids=["streamed", "redirected"])
 def test_ipxe_boots_through_the_factory(
-    redirect: bool, request: pytest.FixtureRequest, s3_server: S3Server, harness: ImagerHarness
+    redirect: bool, request: pytest.FixtureRequest, cdn: NginxCDN, harness: ImagerHarness
 ) -> None:
     stack: Stack = request.getfixturevalue("cdn_stack" if redirect else "s3_stack")
     _schematic(stack)
@@ -311,7 +318,7 @@ def test_ipxe_boots_through_the_factory(
     built_in = time.monotonic() - started
 
     api_offset = _log_size(stack.api.log_path)
-    s3_offset = _log_size(s3_server.log_path)
+    cdn_offset = _log_size(cdn.access_log)
     result = boot(
         firmware="bios",
         network=True,
@@ -338,13 +345,16 @@ def test_ipxe_boots_through_the_factory(
     for path in (KERNEL, INITRAMFS):
         answers = {status for method, p, status in seen if method == "GET" and p.endswith(f"/{path}")}
         assert answers == {want}, seen
-    moto = s3_server.log_path.read_bytes()[s3_offset:].decode("utf-8", "replace")
+    # What the guest fetched through the CDN (nginx's access log: request line, then S3's status).
+    fetches = cdn.access_log.read_bytes()[cdn_offset:].decode("utf-8", "replace")
     for path in (KERNEL, INITRAMFS):
         fetched = any(
-            f"GET /{stack.bucket}/assets/{keys[path]}?" in line and "X-Amz-Signature=" in line
-            for line in moto.splitlines()
+            f"GET /{stack.bucket}/assets/{keys[path]}?" in line
+            and "X-Amz-Signature=" in line
+            and 'HTTP/1.1" 200 ' in line
+            for line in fetches.splitlines()
         )
-        assert fetched is redirect, moto[-3000:]
+        assert fetched is redirect, fetches[-3000:]
         assert stack.runs(keys[path]) == 1
     print(
         f"iPXE ({'redirected' if redirect else 'streamed'}): assets ready in {built_in:.1f} s,"

@@ -9,14 +9,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import redis
 import yaml
 
 from common.artifacts.catalog import ExtensionRef, TaggedRef
 from common.artifacts.manager import ArtifactsManager
+from common.artifacts.shared_tags import KEY as TAGS_KEY
+from common.artifacts.shared_tags import RedisTagMemory
 from common.artifacts.store import ArtifactStore
 from common.cosign.source import verifier_from_config
 from common.cosign.types import SignatureError
-from common.errors import NotFoundError
+from common.errors import NotFoundError, UnavailableError
 from common.talos import version as v
 from devstack.release import content
 from devstack.release.oci import Image
@@ -31,7 +34,7 @@ from devstack.release.release import (
     factory_overrides,
     signing_key,
 )
-from devstack.services import RegistryServer
+from devstack.services import RedisServer, RegistryServer
 from tests.support.artifacts import make_config, manager
 
 pytestmark = pytest.mark.integration
@@ -56,7 +59,7 @@ def test_catalogs(fixture_release: Release, tmp_path: Path) -> None:
         assert all(str(e.ref).startswith(f"{fixture_release.registry}/siderolabs/") for e in extensions)
         assert all(e.author == "Sidero Labs" and e.description for e in extensions)
     overlays = m.official_overlays(V("1.9.5"))
-    assert [o.name for o in overlays] == ["rpi_generic", "revpi_generic"]
+    assert [o.name for o in overlays] == ["rpi_generic", "revpi_generic", "rock64"]
     assert str(overlays[0].ref) == "ghcr.io/siderolabs/sbc-raspberrypi:v0.1.0"
     assert [t.filename for t in m.talosctl_tuples(V("1.11.3"))][:2] == [
         "talosctl-darwin-amd64",
@@ -153,7 +156,7 @@ def test_keyless_verification_with_an_air_gapped_trust_root(fixture_release: Rel
     with m.imager(V("1.12.4")) as imager:
         assert (imager.fs / "usr/install/amd64/vmlinuz").is_file()
     # overlay catalogs carry their keyless signature as a Sigstore bundle referrer (new format)
-    assert [o.name for o in m.official_overlays(V("1.12.4"))] == ["rpi_generic", "revpi_generic"]
+    assert [o.name for o in m.official_overlays(V("1.12.4"))] == ["rpi_generic", "revpi_generic", "rock64"]
     # wrong identity: the same signatures no longer verify
     strict = make_config(
         {
@@ -197,11 +200,16 @@ def test_tampered_blob_in_the_registry_is_refused(registry: RegistryServer, tmp_
     assert "tree-" + manifest.digest.replace(":", "-") not in set(m.store.keys())
 
 
-def test_stale_version_list_is_served_when_the_registry_goes_away(tmp_path: Path) -> None:
+def test_stale_version_list_is_served_when_the_registry_goes_away(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
     now = [0.0]
+    shared = RedisTagMemory(redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/13"))
+    shared.redis.delete(TAGS_KEY)
     with RegistryServer(tmp_path / "registry") as private:
         release = build_release(private.host, tmp_path / "out", namespace="stale", versions=["v1.12.4"])
-        m, _ = manager(release, tmp_path / "store", clock=lambda: now[0])
+        m, config = manager(release, tmp_path / "store", clock=lambda: now[0])
+        m.shared = shared
         before = m.talos_versions()
         assert V("1.12.4") in before
         assert m.versions_note() is None
@@ -209,6 +217,15 @@ def test_stale_version_list_is_served_when_the_registry_goes_away(tmp_path: Path
     assert m.talos_versions() == before
     note = m.versions_note()
     assert note is not None and "refresh failed" in note and "unavailable" in note
+    # A process that never listed (a replica started during the outage) serves the list another
+    # process shared through Redis; without it, the outage is a 503.
+    fresh = ArtifactsManager(config, ArtifactStore(tmp_path / "fresh", 1024**3), m.verifier, shared=shared)
+    assert fresh.talos_versions() == before
+    assert "refresh failed" in (fresh.versions_note() or "")
+    alone = ArtifactsManager(config, ArtifactStore(tmp_path / "alone", 1024**3), m.verifier)
+    with pytest.raises(UnavailableError, match="failed to list Talos versions"):
+        alone.talos_versions()
+    shared.redis.delete(TAGS_KEY)
 
 
 def test_release_build_is_deterministic(

@@ -1,4 +1,4 @@
-"""The asset caches against a real docker-registry and moto's S3, cross-checked with skopeo and openssl.
+"""The asset caches against a real docker-registry and SeaweedFS' S3, cross-checked with skopeo and openssl.
 
 Proves: byte-identical round trips and ranged reads; the upstream entry format as an independent
 client sees it (one ``application/data`` layer, a cosign ``.sig`` whose payload openssl verifies
@@ -6,9 +6,9 @@ with the public key); unsigned, foreign-signed and replayed-signature entries ar
 is atomic (a failed signing step leaves the previous state); S3 objects, presigned redirects,
 fallback to the registry when S3 is stale or down; and that put() streams (bounded memory).
 
-moto does not validate presigned URL signatures or expiry, so the redirect tests check the URL's
-parameters (X-Amz-Expires, response-content-disposition) and that it downloads the right bytes,
-not that S3 would refuse a tampered one.
+The redirect tests here check the URL's parameters (X-Amz-Expires, response-content-disposition) and
+that it downloads the right bytes; that S3 refuses tampered, expired or re-hosted ones is proved
+through a whole factory in ``test_s3_presigned.py``.
 """
 
 from __future__ import annotations
@@ -487,5 +487,5 @@ def test_put_streams_large_files(
     try:
         head = s3_server.client().head_object(Bucket=s3_options.bucket, Key="assets/" + "b" * 64)
         assert head["ContentLength"] == 256 * MiB
-    finally:  # moto keeps objects for the whole session
+    finally:  # the session's S3 keeps objects for the whole session
         s3_server.client().delete_object(Bucket=s3_options.bucket, Key="assets/" + "b" * 64)

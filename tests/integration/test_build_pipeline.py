@@ -266,7 +266,6 @@ def test_head_and_ranges_and_filename(stack: Stack) -> None:
     [
         ("metal-amd64.foo", 400, 'error parsing profile from path: invalid profile path: "metal-amd64.foo"'),
         ("metal-sparc.iso", 400, 'error parsing profile from path: invalid architecture: "sparc"'),
-        ("metal-amd64.iso.sha256", 402, "enterprise not enabled: checksum endpoint is not available"),
     ],
 )
 def test_upstream_errors(stack: Stack, path: str, status: int, text: str) -> None:

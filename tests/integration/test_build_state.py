@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
-from common.builds.state import STALE_AFTER, BuildState, Enqueue, Status, record_key
+from common.builds.state import STALE_AFTER, UNAVAILABLE_TTL, BuildState, Enqueue, Status, record_key
 from common.builds.waiter import Waiter
 from devstack.services import RedisServer
 
@@ -132,3 +133,71 @@ def test_waiter_reports_stale_builds_and_times_out(client: redis.Redis) -> None:
     assert rec is not None and rec.status is Status.RUNNING
     assert stale and set(stale) == {"a"}
     waiter.close()
+
+
+def test_a_failure_for_an_outage_is_remembered_only_seconds(client: redis.Redis) -> None:
+    s = state(client, failure_ttl=3600.0)
+    s.enqueue("a", REQ, **META)
+    s.start("a", "w:1", REQ)
+    s.fail("a", status=503, message="registry is unavailable")
+    assert s.enqueue("a", REQ, **META) is Enqueue.FAILED  # its waiters get the 503
+    assert 0 < client.ttl(record_key("a")) <= UNAVAILABLE_TTL  # not the hour of failure_ttl
+
+
+def test_the_heartbeat_restores_a_lost_record_and_keeps_a_requeued_one(client: redis.Redis) -> None:
+    s = state(client)
+    restore = {"status": "running", "worker": "w:1", "stage": "building"}
+    s.enqueue("a", REQ, **META)
+    s.start("a", "w:1", REQ)
+    client.delete(record_key("a"))  # what a Redis restarted empty leaves
+    s.beat("a", restore)
+    rec = s.get("a")
+    assert rec is not None and (rec.status, rec.worker) == (Status.RUNNING, "w:1")
+    assert rec.heartbeat is not None and time.time() - rec.heartbeat < 5
+    client.delete(record_key("a"))
+    assert s.enqueue("a", REQ, **META) is Enqueue.ENQUEUED  # a waiter queued it again first
+    s.beat("a", restore)
+    rec = s.get("a")
+    assert rec is not None and rec.status is Status.QUEUED  # not overwritten
+
+
+def test_a_wait_rides_out_a_redis_restart_and_hands_the_lost_build_on(tmp_path: Path) -> None:
+    with RedisServer(tmp_path / "redis") as own:
+        c = redis.Redis.from_url(own.url, socket_timeout=2, socket_connect_timeout=2)
+        s = state(c)
+        waiter = Waiter(c, s, limit=2)
+        s.enqueue("a", REQ, **META)
+        lost: list[str] = []
+
+        def requeue(key: str) -> None:
+            lost.append(key)
+            s.enqueue(key, REQ, **META)
+            s.start(key, "w:2", REQ)
+            s.succeed(key, size=1, seconds=1.0)
+
+        done = threading.Event()
+
+        def restart() -> None:
+            time.sleep(0.3)
+            own.stop()
+            time.sleep(2.5)  # longer than a poll: the wait meets the outage
+            own.start()
+            done.wait()  # redis-server dies with the thread that started it (PR_SET_PDEATHSIG)
+
+        restarter = threading.Thread(target=restart)
+        restarter.start()
+        began = time.monotonic()
+        try:
+            rec = waiter.wait("a", 60, lambda r: pytest.fail("not stale"), requeue)
+        finally:
+            done.set()
+            restarter.join()
+        assert rec is not None and rec.status is Status.SUCCEEDED
+        assert lost == ["a"]
+        assert time.monotonic() - began < 15
+        # Still down when its time is up: the outage is the answer (a 503 at the API's edge).
+        own.stop()
+        with pytest.raises(redis.ConnectionError):
+            waiter.wait("b", 1.0, lambda r: None, lambda k: None)
+        waiter.close()
+        c.close()

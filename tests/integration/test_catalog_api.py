@@ -100,7 +100,8 @@ def test_official_overlays(api: FactoryAPI) -> None:
     before = get(api, "/version/v1.6.7/overlays/official")  # overlays start with Talos 1.7
     assert (before.status_code, before.text) == (200, "[]\n")
     items = get(api, "/version/v1.7.6/overlays/official").json()
-    assert [i["name"] for i in items] == ["rpi_generic", "revpi_generic"]
+    assert [i["name"] for i in items] == ["rpi_generic", "revpi_generic", "rock64"]
+    assert items[2]["ref"] == "ghcr.io/siderolabs/sbc-rockchip:v0.1.0"
     assert items[0]["image"] == "siderolabs/sbc-raspberrypi"
     assert items[0]["ref"] == "ghcr.io/siderolabs/sbc-raspberrypi:v0.1.0"
 

@@ -8,6 +8,7 @@ bodies (``http.requestReadTimeout``), path traversal and encoded separators in e
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -267,6 +268,65 @@ def test_path_traversal_is_refused(stack: Stack, route: str) -> None:
         assert 400 <= status < 500, (path, status, body[:300])
         assert elapsed < QUICK, (path, elapsed)
         assert b"root:" not in body
+    still_serving(stack)
+
+
+#: A valid value for each path parameter of /openapi.json, per route prefix where it differs.
+VALID = {
+    "schematic": SID,
+    "version": VERSION,
+    "key": "0" * 64,
+    "reference": "latest",
+    "digest": "sha256:" + "0" * 64,
+}
+VALID_BY_ROUTE = {
+    ("/image/", "path"): "metal-amd64.iso",
+    ("/pxe/", "path"): "metal-amd64",
+    ("/talosctl/", "path"): "talosctl-linux-amd64",
+    ("/v2/siderolabs/", "image"): "imager",
+    ("/v2/", "image"): "metal-installer",
+}
+
+
+def _templated_routes() -> list[tuple[str, str, str]]:
+    """(method, path template, parameter) for every path parameter of every operation /openapi.json
+    documents, so a route added later is covered without editing this test."""
+    from api.openapi import document  # the same document the API serves (checked below)
+
+    found = []
+    for template, operations in document()["paths"].items():
+        for parameter in re.findall(r"{(\w+)}", template):
+            for method in ("get", "head"):
+                if method in operations:
+                    found.append((method.upper(), template, parameter))
+    return found
+
+
+def _fill(template: str, parameter: str, segment: str) -> str:
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name == parameter:
+            return segment
+        prefix = next((p for p, n in VALID_BY_ROUTE if n == name and template.startswith(p)), None)
+        return VALID_BY_ROUTE[(prefix, name)] if prefix is not None else VALID[name]
+
+    return re.sub(r"{(\w+)}", value, template)
+
+
+def test_every_documented_path_parameter_refuses_traversal(stack: Stack) -> None:
+    """Every path parameter of every route in /openapi.json, GET and HEAD: traversal, encoded
+    separators (%2F, %5C, %2e%2e), backslashes and NUL are a quick 4xx, never a file's content."""
+    served = requests.get(f"{stack.api.url}/openapi.json", timeout=10).json()
+    routes = _templated_routes()
+    assert {t for _, t, _ in routes} == {t for t in served["paths"] if "{" in t}
+    for method, template, parameter in routes:
+        for segment in HOSTILE_SEGMENTS:
+            path = _fill(template, parameter, segment)
+            raw = get(path).replace(b"GET ", method.encode() + b" ", 1)
+            status, _, body, elapsed = exchange(stack, raw)
+            assert 400 <= status < 500, (method, path[:300], status, body[:300])
+            assert elapsed < QUICK, (method, path[:300], elapsed)
+            assert b"root:" not in body
     still_serving(stack)
 
 

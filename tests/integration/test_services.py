@@ -14,6 +14,7 @@ from urllib.parse import urljoin
 import pytest
 import redis
 import requests
+from botocore.exceptions import ClientError
 
 from devstack.services import (
     RedisServer,
@@ -163,6 +164,28 @@ def test_s3_put_get_and_presigned_url(s3_server: S3Server) -> None:
     resp = requests.get(url, timeout=10)
     assert resp.status_code == 200
     assert resp.content == body
+
+
+def test_s3_checks_credentials_and_signatures(s3_server: S3Server, tmp_path: Path) -> None:
+    """The dev/test S3 says no (moto said yes to all of these): anonymous requests, another server's
+    credentials, a wrong secret and a presigned URL whose signature was edited are all 403."""
+    bucket = f"devstack-{uuid.uuid4().hex[:12]}"
+    s3_server.create_bucket(bucket)
+    s3_server.client().put_object(Bucket=bucket, Key="k", Body=b"secret bytes")
+    assert s3_server.access_key != "test" and len(s3_server.secret_key) >= 40
+    assert requests.get(f"{s3_server.url}/{bucket}/k", timeout=10).status_code == 403
+    other = S3Server(tmp_path)  # never started: only its freshly made credentials are used
+    assert (other.access_key, other.secret_key) != (s3_server.access_key, s3_server.secret_key)
+    for access_key, secret_key in [(other.access_key, other.secret_key), (s3_server.access_key, "x" * 40)]:
+        intruder = S3Server(tmp_path, s3_server.port, access_key=access_key, secret_key=secret_key)
+        with pytest.raises(ClientError) as refused:
+            intruder.client().get_object(Bucket=bucket, Key="k")
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    url = s3_server.client().generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "k"})
+    assert requests.get(url, timeout=10).content == b"secret bytes"
+    signature = url.rsplit("X-Amz-Signature=", 1)[1]
+    forged = url.replace(signature, "0" * len(signature))
+    assert requests.get(forged, timeout=10).status_code == 403
 
 
 @pytest.mark.parametrize("cls", [RedisServer, RegistryServer, S3Server], ids=lambda c: c.name)

@@ -37,6 +37,7 @@ class Stack:
     redis_server: RedisServer | None = None  # the stack's own redis-server
     metrics: bool = False  # every process with a metrics listener of its own
     metrics_urls: dict[str, str] = field(default_factory=dict)  # "api0", "worker1" → its /metrics URL
+    env: dict[str, str] = field(default_factory=dict)  # added to every process's environment (S3 keys)
 
     @property
     def api(self) -> FactoryAPI:
@@ -72,7 +73,7 @@ class Stack:
         name = f"worker{len(self.workers)}"
         state = self.root / name
         state.mkdir(parents=True, exist_ok=True)
-        worker = worker_process(state, self.process_config(name))
+        worker = worker_process(state, self.process_config(name), self.env)
         worker.start()
         self.workers.append(worker)
         return worker
@@ -102,11 +103,13 @@ def factory_stack(
     s3: S3Server | None = None,
     pxe_host: str | None = None,
     metrics: bool = False,
+    s3_credentials: tuple[str, str] | None = None,
     **overrides: Any,
 ) -> Iterator[Stack]:
     """``pxe_host``: set ``http.externalPXEURL`` to ``http://<pxe_host>:<first API's port>/`` (e.g.
     ``10.0.2.2``, the host as a QEMU guest sees it). ``metrics``: every API and worker serves
     ``/metrics`` on a port of its own (``Stack.metrics_urls``); by default none does.
+    ``s3_credentials``: ``(access key, secret key)`` the processes get instead of ``s3``'s own.
 
     ``redis_server`` (the session's) is not used: the stack starts a redis-server of its own under
     ``root``, stopped with the stack. The parameter stays so that callers keep their signature."""
@@ -137,11 +140,16 @@ def factory_stack(
                 **overrides,
             },
         )
-        stack = Stack([], [], client, config, root, bucket, own_redis, metrics)
+        env: dict[str, str] = {}
+        if s3 is not None:
+            env = s3.credentials_env
+            if s3_credentials is not None:
+                env = {"AWS_ACCESS_KEY_ID": s3_credentials[0], "AWS_SECRET_ACCESS_KEY": s3_credentials[1]}
+        stack = Stack([], [], client, config, root, bucket, own_redis, metrics, env=env)
         for i in range(apis):
             state = root / f"api{i}"
             state.mkdir(parents=True, exist_ok=True)
-            api = api_server(state, stack.process_config(f"api{i}"), ports[i])
+            api = api_server(state, stack.process_config(f"api{i}"), ports[i], stack.env)
             stack.apis.append(stop.enter_context(api))
         for _ in range(workers):
             stack.add_worker()

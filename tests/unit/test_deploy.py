@@ -102,9 +102,11 @@ def test_values_has_upstream_and_own_sections(values: dict[str, Any]) -> None:
     ours = {"api", "worker", "redis"}
     assert upstream | ours <= set(values), f"missing: {sorted(upstream | ours - set(values))}"
     assert set(values["cacheSigningKey"]) == {"existingSecret", "key"}
-    assert values["api"]["strategy"]["type"] == "RollingUpdate"
-    assert values["api"]["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert values["api"]["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # Upstream's top-level replicaCount, strategy and probes are the API's (tests/unit/deploy/test_chart.py).
+    assert {"replicaCount", "strategy", "livenessProbe", "readinessProbe"} <= set(values)
+    assert values["strategy"]["type"] == "RollingUpdate"
+    assert values["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert values["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert {"replicaCount", "concurrency", "tmpSizeLimit", "resources"} <= set(values["worker"])
     assert {"enabled", "url"} <= set(values["redis"])
     assert {"serviceMonitor", "rules"} <= set(values["service"]["metrics"])
@@ -254,18 +256,19 @@ def compose() -> dict[str, Any]:
 
 
 def test_compose_services(compose: dict[str, Any]) -> None:
+    # Brought up for real by tests/integration/test_compose.py; here the shape only.
     services = compose["services"]
-    assert set(services) == {"redis", "registry", "api", "worker"}
-    assert services["redis"]["image"].startswith("redis:7")
-    assert services["registry"]["image"].startswith("registry:2")
+    assert set(services) == {"redis", "registry", "s3", "api-1", "api-2", "worker-1", "worker-2"}
+    assert services["redis"]["image"] == "${REDIS_IMAGE:-docker.io/library/redis:7}"
+    assert services["registry"]["image"] == "${REGISTRY_IMAGE:-docker.io/library/registry:2}"
     assert "5000:5000" in services["registry"]["ports"]
-    assert "8080:8080" in services["api"]["ports"]
-    assert set(services["api"]["depends_on"]) >= {"redis", "registry"}
-    for role in ("api", "worker"):
-        service = services[role]
+    assert services["api-1"]["ports"] == ["8080:8080"] and services["api-2"]["ports"] == ["8081:8080"]
+    for name in ("api-1", "api-2", "worker-1", "worker-2"):
+        service = services[name]
+        assert set(service["depends_on"]) == {"redis", "registry", "s3"}
         assert service["build"]["dockerfile"] == "Dockerfile"
-        assert service["command"] == ["--config", "/config.yaml", role]
-    assert services["api"]["image"] == services["worker"]["image"]
+        assert service["command"] == ["--config", "/config.yaml", name.split("-")[0]]
+        assert service["image"] == services["api-1"]["image"]
 
 
 def _mounted_config(service: dict[str, Any]) -> Path:
@@ -278,8 +281,8 @@ def _mounted_config(service: dict[str, Any]) -> Path:
 
 def test_compose_config_file_loads(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    path = _mounted_config(services["api"])
-    assert path == _mounted_config(services["worker"])
+    path = _mounted_config(services["api-1"])
+    assert path == _mounted_config(services["worker-2"])
     assert path == REPO_ROOT / "deploy" / "compose" / "config.yaml"
     config = load_config([str(path)], environ={})
     assert config.redis.url == "redis://redis:6379/0"
@@ -293,9 +296,12 @@ def test_dockerfile() -> None:
     text = DOCKERFILE.read_text(encoding="utf-8")
     instructions = [line.split(None, 1) for line in text.splitlines() if line and not line[0].isspace()]
     instructions = [i for i in instructions if i and not i[0].startswith("#")]
-    froms = [rest for op, *rest in instructions if op == "FROM"]
-    assert froms and froms[0][0].startswith("python:3.11-slim-bookworm")
+    froms = [rest[0] for op, *rest in instructions if op == "FROM"]
+    # Multi-stage, both stages on the BASE_IMAGE build argument (a public Debian by default).
+    assert froms == ["${BASE_IMAGE} AS build", "${BASE_IMAGE}"]
+    assert ["ARG", "BASE_IMAGE=docker.io/library/debian:bookworm-slim"] in instructions
     users = [rest[0] for op, *rest in instructions if op == "USER"]
     assert users and users[-1].split(":")[0] not in {"0", "root"}
-    assert any(op == "RUN" and "pip install ." in rest[0] for op, *rest in instructions)
+    # The project goes into the build stage's virtualenv, which the final stage copies.
+    assert "/opt/image-factory/bin/pip install --no-deps --no-build-isolation ." in text
     assert ["ENTRYPOINT", '["image-factory"]'] in instructions

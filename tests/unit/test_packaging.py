@@ -38,6 +38,11 @@ def test_the_wheel_ships_the_product_and_not_the_dev_stack(tmp_path: Path) -> No
         scripts = archive.read(entry_points).decode()
     assert tops == {"image_factory", "api", "worker", "common"}
     assert "common/delivery/service.py" in names and "worker/imager/build.py" in names
+    assert {
+        "api/ui/templates/wizard.html",
+        "api/ui/static/ui.js",
+        "api/ui/translations/fr/LC_MESSAGES/messages.po",
+    } <= set(names)  # the web UI's package data
     assert "image-factory = image_factory.cli:main" in scripts
 
 

@@ -15,6 +15,12 @@ upstream always uses its container's), and a UKI gets profiles only if the relea
 boots them (systemd >= 257, :func:`worker.imager.uki.stub_supports_profiles`): an older stub would boot
 the last profile's command line, the wipe. Both choices are logged with the build key.
 
+An overlay (single-board computers, :mod:`worker.imager.overlay`) is pulled by its catalog digest for
+the asset's arch and this host's; its ``profiles/<name>.yaml`` is merged before the defaults are
+filled, its installer's ``get-options`` kernel args go into every command line (UKIs and installers
+too, unlike upstream #376), disk images reserve its ``partitionOptions.offset`` and get its checked
+``install`` output, and installer images its overlay layer.
+
 Everything happens in a private scratch folder that is removed whatever happens; the asset is moved
 into ``dest`` only once complete, so a failed or interrupted build leaves nothing a cache could
 pick up. Inputs come from the artifacts store read-only (hard-linked or streamed, never changed).
@@ -25,11 +31,12 @@ the same plan always gives byte-identical output.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,10 +59,12 @@ from worker.imager.docker_archive import write_docker_archive
 from worker.imager.extensions.config import embedded_config_extension
 from worker.imager.extensions.loading import ExtensionSource
 from worker.imager.formats import convert
+from worker.imager.gpt import GptLayout
 from worker.imager.grub import GrubSelection, select_grub
 from worker.imager.initramfs import build_initramfs
-from worker.imager.installer import build_installer_image
+from worker.imager.installer import OverlayLayerSource, build_installer_image
 from worker.imager.iso import IsoGenerator, IsoInputs, build_iso, select_generator
+from worker.imager.overlay import HOST_ARCH, OverlayError, OverlayOptions, OverlayRunner, merge_profile
 from worker.imager.pieces import NO_PIECES, Pieces, initramfs_key
 from worker.imager.scratch import disk_usage, scratch
 from worker.imager.signing import NO_SIGNERS, PCRSigner, PESigner, Signers
@@ -123,13 +132,14 @@ def _peak_rss() -> int:
     return 0
 
 
-def _cmdline(p: Profile) -> str:
+def _cmdline(p: Profile, overlay_args: Sequence[str] = ()) -> str:
     return build_cmdline(
         version=p.version,
         platform=p.platform,
         arch=p.arch,
         secureboot=p.secureboot_enabled,
         extra_args=p.customization.extra_kernel_args,
+        overlay_args=overlay_args,
         meta=[(m.key, m.value) for m in p.customization.meta_contents],
         kind=p.output.kind.value,
     )
@@ -149,6 +159,7 @@ class _Build:
         work: Path,
         signers: Signers = NO_SIGNERS,
         pieces: Pieces = NO_PIECES,
+        overlay: _OverlaySources | None = None,
     ) -> None:
         self.plan = plan
         self.signers = signers
@@ -156,17 +167,60 @@ class _Build:
         self.sources = sources
         self.external_url = external_url
         self.work = work
-        self.profile: Profile = fill_defaults(plan.profile)
+        profile = plan.profile
+        self.overlay: OverlayRunner | None = None
+        self.overlay_options = OverlayOptions(name="")
+        self._overlay_target: Path | None = None
+        if overlay is not None and profile.overlay is not None:
+            # upstream merges the overlay's profile before the defaults are filled (bootloader choice)
+            name, options = profile.overlay.name, profile.overlay.options
+            profile = merge_profile(copy.deepcopy(profile), overlay.profile_document(name), name)
+            self.overlay = OverlayRunner(
+                name,
+                executable_root=overlay.host,
+                artifacts=overlay.target / "artifacts",
+                options=options,
+                work=work / "overlay",
+            )
+            self._overlay_target = overlay.target
+        self.profile: Profile = fill_defaults(profile)
         validate(self.profile)
         self.quirks = Quirks(self.profile.version)
         self.peak_disk = 0
         self._grub: GrubSelection | None = None
+        if self.overlay is not None:
+            self.overlay_options = self.overlay.get_options()
 
     def checkpoint(self) -> None:
         self.peak_disk = max(self.peak_disk, disk_usage(self.work))
 
     def cmdline(self) -> str:
-        return _cmdline(self.profile)
+        """Every kind's command line has the overlay's ``get-options`` kernel args (upstream #376
+        drops them from UKIs and installers; they are what the board needs to boot at all)."""
+        return _cmdline(self.profile, self.overlay_options.kernel_args)
+
+    def overlay_install(self, layout: GptLayout, esp: Path) -> Sequence[tuple[int, bytes]]:
+        if self.overlay is None:
+            return ()
+        result = self.overlay.install(layout, esp)
+        log.info(
+            "overlay %s installed %d files and %d raw writes",
+            self.overlay.name,
+            len(result.esp_files),
+            len(result.raw_writes),
+            extra={
+                "key": self.plan.key,
+                "overlay": self.overlay.name,
+                "overlay_files": list(result.esp_files),
+                "overlay_writes": [(off, len(data)) for off, data in result.raw_writes],
+            },
+        )
+        return result.raw_writes
+
+    def overlay_layer(self) -> OverlayLayerSource | None:
+        if self.overlay is None or self._overlay_target is None:
+            return None
+        return OverlayLayerSource(self._overlay_target, self.overlay.name, self.overlay.options_yaml)
 
     def extensions(self, stack: ExitStack) -> list[ExtensionSource]:
         """Official extensions (by digest), then the schematic extension, then embedded config."""
@@ -345,6 +399,8 @@ class _Build:
                 meta=meta,
                 enroll_keys=enroll_keys,
                 auto_enroll=auto_enroll,
+                skip_lbas=self.overlay_options.offset_lbas,
+                overlay_install=self.overlay_install if self.overlay is not None else None,
             ),
             raw,
             workdir=disk_work,
@@ -387,7 +443,9 @@ class _Build:
         layers_work = self.work / "installer"
         layers_work.mkdir()
         created = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        image = build_installer_image(base, files, arch=arch, workdir=layers_work, created=created)
+        image = build_installer_image(
+            base, files, arch=arch, workdir=layers_work, created=created, overlay=self.overlay_layer()
+        )
         # what `docker load` names it: upstream's /image download tags the archive with the base
         # installer's name and version (the registry frontend will publish by digest instead)
         name = dependency.reference.split("@", 1)[0]
@@ -511,6 +569,32 @@ def _missing_signer(which: str) -> str:
 
 
 @dataclass(frozen=True)
+class _OverlaySources:
+    """An overlay's two unpacked images: ``host`` (its installer runs here) and ``target`` (the
+    asset's arch: profile and artifacts). Both pulled by the catalog's digest and verified."""
+
+    host: Path
+    target: Path
+
+    def profile_document(self, name: str) -> bytes:
+        path = self.target / "profiles" / f"{name}.yaml"
+        if not path.is_file() or path.is_symlink():
+            raise OverlayError(f"overlay {name!r}: the image has no profiles/{name}.yaml")
+        return path.read_bytes()
+
+
+def _open_overlay(plan: BuildPlan, sources: Sources, stack: ExitStack) -> _OverlaySources | None:
+    ref = plan.overlay
+    if ref is None or plan.profile.overlay is None:
+        return None
+    target = stack.enter_context(sources.image_by_digest(ref.ref.repository, ref.digest, plan.profile.arch))
+    if plan.profile.arch == HOST_ARCH:
+        return _OverlaySources(host=target.fs, target=target.fs)
+    host = stack.enter_context(sources.image_by_digest(ref.ref.repository, ref.digest, HOST_ARCH))
+    return _OverlaySources(host=host.fs, target=target.fs)
+
+
+@dataclass(frozen=True)
 class _Stage:
     """What every output builder is handed: the imager payload, GRUB, epoch, output path, open inputs."""
 
@@ -605,7 +689,8 @@ def build(
     started = time.monotonic()
     _reset_peak_rss()
     with tools.recording() as record, scratch(scratch_root) as work, ExitStack() as stack:
-        b = _Build(plan, sources, external_url, work, signers, pieces)
+        overlay = _open_overlay(plan, sources, stack)
+        b = _Build(plan, sources, external_url, work, signers, pieces, overlay)
         p = b.profile
         name = output_name(p)
         imager = stack.enter_context(sources.imager(parse_tolerant(p.version)))

@@ -27,7 +27,7 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,6 +119,10 @@ class DiskInputs:
     meta: Sequence[tuple[int, str]] = ()
     enroll_keys: SDBootEnrollKeys | None = None  # secure-boot-enroll line (Secure Boot images only)
     auto_enroll: Mapping[str, Path] = field(default_factory=dict)  # PK.auth, KEK.auth, db.auth
+    skip_lbas: int = 0  # an overlay's partitionOptions.offset: LBAs kept free before the GPT entries
+    #: An overlay's ``install`` step (worker.imager.overlay): given the layout and the staged ESP, it
+    #: adds files to the ESP and returns checked raw writes (disk offset, bytes) for the gaps.
+    overlay_install: Callable[[gpt.GptLayout, Path], Sequence[tuple[int, bytes]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -389,7 +393,13 @@ class _DiskBuild:
         i = self.i
         self.stage()
         parts = partition_specs(i.bootloader, i.version, efi=self.efi, boot=self.boot)
-        layout = gpt.plan_layout(i.disk_size, [p.spec for p in parts], sector_size=i.sector_size)
+        layout = gpt.plan_layout(
+            i.disk_size, [p.spec for p in parts], sector_size=i.sector_size, skip_lbas=i.skip_lbas
+        )
+        raw_writes: Sequence[tuple[int, bytes]] = ()
+        if i.overlay_install is not None:
+            raw_writes = i.overlay_install(layout, self.efi)
+            _touch_tree(self.efi, self.epoch)
         with out.open("wb") as f:
             f.truncate(i.disk_size)
         with out.open("r+b") as disk:
@@ -407,6 +417,8 @@ class _DiskBuild:
                 image.unlink()
             if i.arch == "amd64" and i.bootloader in (Bootloader.GRUB, Bootloader.DUAL_BOOT):
                 self.wire_bios(disk.fileno(), layout.partition("BIOS"))
+            for offset, data in raw_writes:  # checked to lie in the GPT's free gaps only
+                os.pwrite(disk.fileno(), data, offset)
             values = list(i.meta)
             if values:
                 meta = layout.partition("META")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from typing import Any
@@ -16,6 +17,7 @@ from common.config.options import RepositoryOptions, S3Options
 from common.errors import UnavailableError
 from common.readiness import (
     LIFECYCLE,
+    S3_PROBE_KEY,
     Lifecycle,
     Phase,
     check_states,
@@ -197,20 +199,24 @@ def test_registry_check_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class _S3:
+    """The one call the check makes; the answers of a real S3 (SeaweedFS) are in
+    ``tests/integration/test_s3_presigned.py``."""
+
     def __init__(self, error: Exception | None) -> None:
         self.error = error
-        self.buckets: list[str] = []
+        self.asked: list[tuple[str, str]] = []
 
-    def head_bucket(self, Bucket: str) -> None:
-        self.buckets.append(Bucket)
+    def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:
+        self.asked.append((Bucket, Key))
         if self.error is not None:
             raise self.error
+        return {"Body": io.BytesIO(b"")}
 
 
 def client_error(status: int, code: str) -> ClientError:
     return ClientError(
         {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
-        "HeadBucket",
+        "GetObject",
     )
 
 
@@ -218,8 +224,11 @@ def client_error(status: int, code: str) -> ClientError:
     ("error", "reason"),
     [
         (None, None),
-        (client_error(403, "403"), None),  # may read and write objects, not HEAD the bucket: it answered
-        (client_error(404, "404"), "S3 bucket 'assets' does not exist"),
+        (client_error(404, "NoSuchKey"), None),  # the expected answer: the probe need not exist
+        (client_error(403, "AccessDenied"), None),  # may read and write objects, not list: it answered
+        (client_error(404, "NoSuchBucket"), "S3 bucket 'assets' does not exist"),
+        (client_error(403, "InvalidAccessKeyId"), "S3 refused the factory's credentials (InvalidAccessKeyId"),
+        (client_error(403, "SignatureDoesNotMatch"), "S3 refused the factory's credentials (Signature"),
         (client_error(503, "SlowDown"), "S3 is unavailable: "),
         (
             EndpointConnectionError(endpoint_url="http://s3.example"),
@@ -236,7 +245,7 @@ def test_s3_check(error: Exception | None, reason: str | None) -> None:
         with pytest.raises(UnavailableError) as failed:
             check()
         assert failed.value.message.startswith(reason)
-    assert fake.buckets == ["assets"]
+    assert fake.asked == [("assets", S3_PROBE_KEY)]
 
 
 def test_versions_check_fails_while_the_list_is_stale() -> None:

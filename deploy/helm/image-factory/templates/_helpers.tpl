@@ -148,19 +148,69 @@ Name of the bundled Redis Deployment and Service.
 {{- end }}
 
 {{/*
-The Redis URL the chart writes to config.redis.url; empty when the URL comes from
-redis.existingSecret (IF_REDIS_URL) instead.
+The external Redis URL built from redis.url, redis.tls.enabled (scheme rediss) and
+redis.password.existingSecret (the password becomes `$(REDIS_PASSWORD)`, which Kubernetes expands in
+the IF_REDIS_URL env value: https://kubernetes.io/docs/tasks/inject-data-application/define-interdependent-environment-variables/).
+*/}}
+{{- define "image-factory.externalRedisURL" -}}
+{{- $u := urlParse .Values.redis.url -}}
+{{- if not (has $u.scheme (list "redis" "rediss")) -}}
+{{- fail (printf "redis.url must be a redis:// or rediss:// URL, not %q" .Values.redis.url) -}}
+{{- end -}}
+{{- $scheme := ternary "rediss" $u.scheme .Values.redis.tls.enabled -}}
+{{- $userinfo := $u.userinfo -}}
+{{- if .Values.redis.password.existingSecret -}}
+{{- if $u.userinfo -}}
+{{- fail "redis.url must not carry credentials when redis.password.existingSecret holds the password" -}}
+{{- end -}}
+{{- $userinfo = ":$(REDIS_PASSWORD)" -}}
+{{- end -}}
+{{- $query := $u.query -}}
+{{- if and (eq $scheme "rediss") (not (contains "ssl_cert_reqs=" $query)) -}}
+{{- /* Celery refuses a rediss:// URL without ssl_cert_reqs; verify certificates. */ -}}
+{{- $query = trimPrefix "&" (printf "%s&ssl_cert_reqs=required" $query) -}}
+{{- end -}}
+{{- printf "%s://%s%s%s" $scheme (ternary (printf "%s@" $userinfo) "" (ne $userinfo "")) $u.host $u.path -}}
+{{- with $query }}?{{ . }}{{ end -}}
+{{- end }}
+
+{{/*
+The Redis URL the chart writes to config.redis.url; empty when the URL is passed as IF_REDIS_URL
+instead (redis.existingSecret, or redis.password.existingSecret).
 */}}
 {{- define "image-factory.redisURL" -}}
 {{- if .Values.redis.enabled -}}
 {{- printf "redis://%s.%s.svc:%v/0" (include "image-factory.redisName" .) (include "image-factory.namespace" .) .Values.redis.port -}}
+{{- else if and .Values.redis.url .Values.redis.password.existingSecret -}}
 {{- else if .Values.redis.url -}}
-{{- .Values.redis.url -}}
+{{- include "image-factory.externalRedisURL" . -}}
 {{- else if .Values.redis.existingSecret -}}
 {{- else if dig "redis" "url" "" (.Values.config | default dict) -}}
 {{- dig "redis" "url" "" (.Values.config | default dict) -}}
 {{- else -}}
 {{- fail "Redis is required: set redis.enabled=true, redis.url, or redis.existingSecret" -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+Where KEDA finds the Celery queue, as YAML {address, database, tls}: the bundled Redis Service or the
+host of redis.url. A URL kept only in a Secret cannot be read by the chart.
+*/}}
+{{- define "image-factory.redisEndpoint" -}}
+{{- if .Values.redis.enabled -}}
+address: {{ printf "%s.%s.svc:%v" (include "image-factory.redisName" .) (include "image-factory.namespace" .) .Values.redis.port }}
+database: "0"
+tls: "false"
+{{- else if .Values.redis.url -}}
+{{- $u := urlParse .Values.redis.url -}}
+{{- if and $u.userinfo (not .Values.redis.password.existingSecret) -}}
+{{- fail "worker.autoscaling.keda needs the Redis password in redis.password.existingSecret, not in redis.url" -}}
+{{- end -}}
+address: {{ ternary $u.host (printf "%s:6379" $u.host) (contains ":" $u.host) }}
+database: {{ trimPrefix "/" $u.path | default "0" | quote }}
+tls: {{ or .Values.redis.tls.enabled (eq $u.scheme "rediss") | toString | quote }}
+{{- else -}}
+{{- fail "worker.autoscaling.keda needs the Redis address: set redis.url (with redis.password.existingSecret for the password) instead of redis.existingSecret" -}}
 {{- end -}}
 {{- end }}
 
@@ -227,6 +277,15 @@ Environment of the API and worker containers. Call with (dict "ctx" $ "component
       name: {{ $ctx.Values.redis.existingSecret }}
       key: {{ $ctx.Values.redis.existingSecretKey }}
 {{- end }}
+{{- if and (not $ctx.Values.redis.enabled) $ctx.Values.redis.url $ctx.Values.redis.password.existingSecret }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $ctx.Values.redis.password.existingSecret }}
+      key: {{ $ctx.Values.redis.password.key }}
+- name: IF_REDIS_URL
+  value: {{ include "image-factory.externalRedisURL" $ctx | quote }}
+{{- end }}
 {{- with $ctx.Values.env }}
 {{ toYaml . }}
 {{- end }}
@@ -290,10 +349,14 @@ checksum/cache-signing-key: {{ .Values.cacheSigningKey.key | default "" | sha256
 
 {{/*
 A probe with httpGet.port ("http") and httpGet.scheme filled in when omitted.
-Call with (dict "ctx" $ "probe" .Values.api.livenessProbe).
+Call with (dict "ctx" $ "probe" .Values.livenessProbe).
 */}}
 {{- define "image-factory.httpProbe" -}}
 {{- $probe := deepCopy .probe -}}
+{{- /* Helm merges an override into the default httpGet probe: a tcpSocket, exec or grpc probe replaces it. */ -}}
+{{- if or (hasKey $probe "tcpSocket") (hasKey $probe "exec") (hasKey $probe "grpc") -}}
+{{- $probe = omit $probe "httpGet" -}}
+{{- end -}}
 {{- if hasKey $probe "httpGet" -}}
 {{- $get := get $probe "httpGet" | default dict -}}
 {{- if not (hasKey $get "port") -}}
@@ -339,4 +402,16 @@ remove the scratch folders, re-publish the tasks and end Celery's warm shutdown.
 {{- define "image-factory.workerTerminationGracePeriod" -}}
 {{- $grace := dig "build" "shutdownGracePeriod" "" (.Values.config | default dict) -}}
 {{- add (include "image-factory.durationSeconds" (list $grace "5m0s") | int) 30 -}}
+{{- end }}
+
+{{/*
+A Deployment strategy without the rollingUpdate block that Helm's value merge carries into a
+`type: Recreate` override (the API server refuses rollingUpdate with Recreate).
+*/}}
+{{- define "image-factory.strategy" -}}
+{{- if eq (.type | default "") "Recreate" -}}
+{{- toYaml (omit . "rollingUpdate") -}}
+{{- else -}}
+{{- toYaml . -}}
+{{- end -}}
 {{- end }}

@@ -30,6 +30,7 @@ OURS = {
     "http.workers",
     "http.threads",
     "build.waitTimeout",
+    "cache.recheckInterval",
     "build.scratchDir",
     "build.timeout",
     "build.maxQueueLength",
@@ -53,6 +54,20 @@ OURS = {
     "secureBoot.pkcs11.signingKeyLabel",
     "secureBoot.pkcs11.signingCertPath",
     "secureBoot.pkcs11.pcrKeyLabel",
+    *(
+        f"artifacts.limits.{key}"
+        for key in (
+            "maxManifestSize",
+            "idleTimeout",
+            "maxReadTime",
+            "maxLayerSize",
+            "maxLayerEntries",
+            "maxImageSize",
+            "maxImageEntries",
+            "maxBuildSize",
+            "maxBuildEntries",
+        )
+    ),
 }
 
 

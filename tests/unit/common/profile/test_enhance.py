@@ -7,7 +7,7 @@ import re
 import pytest
 
 from common.artifacts.catalog import ExtensionRef, ImageDependency, OverlayRef, TaggedRef
-from common.errors import InvalidInputError, NotImplementedYetError
+from common.errors import InvalidInputError
 from common.profile.enhance import BuildPlan, enhance
 from common.profile.hash import profile_yaml
 from common.profile.model import Bootloader, MetaValue, SDBootEnrollKeys, SecureBootAssets
@@ -191,8 +191,29 @@ def test_overlay_gates() -> None:
         match=re.escape('official overlay "nope" is not available for Talos version v1.12.4'),
     ):
         plan_for("metal-arm64.raw.xz", Customization(), overlay=Overlay(name="nope"))
-    with pytest.raises(NotImplementedYetError):
-        plan_for("metal-arm64.raw.xz", Customization(), overlay=overlay)
+    plan = plan_for("metal-arm64.raw.xz", Customization(), overlay=overlay)
+    assert plan.overlay is not None and plan.overlay.digest == DIGEST_A
+
+
+def test_overlay_is_pinned_by_digest_with_its_options() -> None:
+    """The catalog entry is found by name (the schematic's image is ignored, as upstream); the
+    profile carries upstream's layout names and the schematic's options; kernel/cmdline skip it."""
+    overlay = Overlay(name="rpi_generic", image="ignored/elsewhere", options={"configTxtAppend": "x=1"})
+    plan = plan_for("metal-arm64.raw.xz", Customization(extra_kernel_args=["a=1"]), overlay=overlay)
+    prof = plan.profile
+    assert prof.overlay is not None
+    assert prof.overlay.name == "rpi_generic"
+    assert prof.overlay.image.oci_path == f"amd64-{DIGEST_A}"
+    assert prof.overlay.options == {"configTxtAppend": "x=1"}
+    assert prof.input.overlay_installer.oci_path == f"arm64-{DIGEST_A}"
+    other = plan_for(
+        "metal-arm64.raw.xz",
+        Customization(extra_kernel_args=["a=1"]),
+        overlay=Overlay(name="rpi_generic", options={"configTxtAppend": "x=2"}),
+    )
+    assert other.key != plan.key  # options are part of the cache key
+    for path in ("kernel-arm64", "cmdline-metal-arm64"):
+        assert plan_for(path, Customization(), overlay=overlay).profile.overlay is None
 
 
 def test_installer_is_pinned_to_the_base_installer_platform_manifest() -> None:
