@@ -448,7 +448,8 @@ class SourceLimitsOptions:
     )
     maxLayerEntries: int = opt(
         1_000_000,
-        "Most tar entries (files, directories, links, whiteouts) one source image layer may hold; more → 502.",
+        "Most tar entries (files, directories, links, whiteouts) one source image layer may hold; "
+        "more → 502.",
         ours=True,
     )
     maxImageSize: int = opt(

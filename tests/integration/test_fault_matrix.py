@@ -434,13 +434,13 @@ def test_an_api_replica_and_a_worker_stopped_then_restarted(two_by_two: Stack) -
     sid = schematic(s, "processes-cached")
     kernel_args = answers.get(api0, image(sid, "cmdline-metal-amd64"), headers=IPXE).content
     assert b"test=fault-processes-cached" in kernel_args
+    cold = schematic(s, "processes-cold")
 
     # An API replica stopped: the other one serves everything; restarted on its port, it serves too.
     api0.stop()
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{api0.url}/healthz", timeout=5)  # refused: a load balancer sends clients on
     served(answers.get(api1, image(sid, "cmdline-metal-amd64")), kernel_args)
-    cold = schematic(s, "processes-cold")
     assert answers.get(api1, image(cold, "cmdline-metal-amd64"), headers=IPXE).status_code == 200
     api0.start()
     served(answers.get(api0, image(sid, "cmdline-metal-amd64")), kernel_args)
