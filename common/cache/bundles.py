@@ -2,12 +2,15 @@
 
 The bundle holds a DSSE envelope around an in-toto statement whose subject is the asset (its file
 name, sha256 and sha512 from the signed cache entry: :mod:`common.cache.checksums`), signed with the
-cache signing key, the key ``GET /oci/cosign/signing-key.pub`` serves. It is what
-``cosign attest-blob --key <key> --new-bundle-format --tlog-upload=false`` writes for a blob, so it is
-checked offline with that public key and no transparency log (``cosign verify-blob-attestation --key
-<key> --bundle <file> --insecure-ignore-tlog <asset>``, or :class:`common.cosign.pubkey.PublicKeyCheck`,
-which refuses a statement that does not name the asset's digest). The signature covers only the small
-statement, so a bundle costs one ECDSA signature and no read of the asset.
+cache signing key, the key ``GET /oci/cosign/signing-key.pub`` serves. It has the shape
+``cosign attest-blob --key <key> --new-bundle-format --tlog-upload=false`` writes for a blob (a key
+hint, no certificate, no transparency-log entry), so it is checked offline with that public key alone:
+by :class:`common.cosign.pubkey.PublicKeyCheck`, which refuses a statement that does not name the
+asset's digest, or ``cosign verify-blob-attestation --key <key> --bundle <file> --insecure-ignore-tlog
+<asset>`` (not exercised here: Debian does not package cosign). sigstore-python 4.5 parses the bundle
+(its ``sigstore_models``) but its ``Verifier`` accepts only certificate bundles with a log entry.
+The signature covers only the small statement, so a bundle costs one ECDSA signature and no read of
+the asset.
 
 Specification: ``sigstore/protobuf-specs`` ``protos/sigstore_bundle.proto`` (``Bundle``,
 ``VerificationMaterial.public_key``) and ``secure-systems-lab/dsse`` ``protocol.md`` (PAE).
