@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +37,55 @@ from devstack.container import IMAGE, REPO_ROOT, build_image, containers_conf, e
 from devstack.release.release import Release, build_release
 from devstack.services import venv_bin
 
-__all__ = ["API_URLS", "COMPOSE_FILE", "down", "local_images", "podman_compose", "seed", "up"]
+__all__ = [
+    "API_URLS",
+    "COMPOSE_FILE",
+    "DEFAULT_PORTS",
+    "Ports",
+    "down",
+    "local_images",
+    "podman_compose",
+    "seed",
+    "up",
+]
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 SIGNING_KEY = REPO_ROOT / "deploy" / "compose" / "cache-signing.key"
 PROJECT = "image-factory"
-API_URLS = ("http://127.0.0.1:8080", "http://127.0.0.1:8081")
-REGISTRY = "127.0.0.1:5000"
-S3_URL = "http://127.0.0.1:8333"
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The host ports docker-compose.yml publishes (its ``*_PORT`` variables; defaults as there)."""
+
+    api1: int = 8080
+    api2: int = 8081
+    registry: int = 5000
+    s3: int = 8333
+
+    @property
+    def api_urls(self) -> tuple[str, str]:
+        return (f"http://127.0.0.1:{self.api1}", f"http://127.0.0.1:{self.api2}")
+
+    @property
+    def registry_host(self) -> str:
+        return f"127.0.0.1:{self.registry}"
+
+    @property
+    def s3_url(self) -> str:
+        return f"http://127.0.0.1:{self.s3}"
+
+    def variables(self) -> dict[str, str]:
+        return {
+            "API1_PORT": str(self.api1),
+            "API2_PORT": str(self.api2),
+            "REGISTRY_PORT": str(self.registry),
+            "S3_PORT": str(self.s3),
+        }
+
+
+DEFAULT_PORTS = Ports()
+API_URLS = DEFAULT_PORTS.api_urls
 #: deploy/compose/s3.json's development identity and deploy/compose/config.yaml's bucket.
 S3_KEYS = ("factory", "factory-dev-secret")
 BUCKET = "image-factory"
@@ -117,10 +159,10 @@ def podman_compose(*args: str, variables: dict[str, str] | None = None, timeout:
     return proc.stdout + proc.stderr
 
 
-def _s3() -> Any:
+def _s3(ports: Ports) -> Any:
     return boto3.client(
         "s3",
-        endpoint_url=S3_URL,
+        endpoint_url=ports.s3_url,
         aws_access_key_id=S3_KEYS[0],
         aws_secret_access_key=S3_KEYS[1],
         region_name="us-east-1",
@@ -145,18 +187,19 @@ def _healthy(url: str) -> bool:
     return requests.get(f"{url}/healthz", timeout=2).status_code == 200
 
 
-def seed(state_dir: Path) -> Release:
+def seed(state_dir: Path, ports: Ports = DEFAULT_PORTS) -> Release:
     """Push the fixture release to the stack's registry (under ``fixture/``) and create the bucket."""
-    _wait("the registry", lambda: requests.get(f"http://{REGISTRY}/v2/", timeout=2).status_code == 200)
-    _wait("the S3 endpoint", lambda: _s3().list_buckets() is not None)
-    client = _s3()
+    registry = ports.registry_host
+    _wait("the registry", lambda: requests.get(f"http://{registry}/v2/", timeout=2).status_code == 200)
+    _wait("the S3 endpoint", lambda: _s3(ports).list_buckets() is not None)
+    client = _s3(ports)
     names = {b["Name"] for b in client.list_buckets()["Buckets"]}
     if BUCKET not in names:
         client.create_bucket(Bucket=BUCKET)
-    return build_release(REGISTRY, state_dir, namespace="fixture")
+    return build_release(registry, state_dir, namespace="fixture")
 
 
-def up(state_dir: Path, *, factory_image: str | None = None) -> dict[str, str]:
+def up(state_dir: Path, *, factory_image: str | None = None, ports: Ports = DEFAULT_PORTS) -> dict[str, str]:
     """Bring the stack up and seed it; the compose variables used."""
     if not DNSNAME.exists():  # without it the services cannot resolve each other's names
         raise RuntimeError(
@@ -165,10 +208,14 @@ def up(state_dir: Path, *, factory_image: str | None = None) -> dict[str, str]:
     if not SIGNING_KEY.exists():
         SIGNING_KEY.write_bytes(generate_key_pem())
     SIGNING_KEY.chmod(0o644)  # read by the containers' uid 1000
-    variables = {**local_images(), "FACTORY_IMAGE": factory_image or build_image(IMAGE).image}
+    variables = {
+        **local_images(),
+        "FACTORY_IMAGE": factory_image or build_image(IMAGE).image,
+        **ports.variables(),
+    }
     podman_compose("up", "-d", "--no-build", variables=variables)
-    seed(state_dir)
-    for url in API_URLS:
+    seed(state_dir, ports)
+    for url in ports.api_urls:
         _wait(f"the API at {url}", functools.partial(_healthy, url))
     return variables
 
@@ -185,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     args.state.mkdir(parents=True, exist_ok=True)
     if args.action == "up":
         up(args.state)
-        print("APIs: " + " ".join(API_URLS) + f"  registry: http://{REGISTRY}  S3: {S3_URL}")
+        ports = DEFAULT_PORTS
+        print(f"APIs: {' '.join(ports.api_urls)}  registry: http://{ports.registry_host}  S3: {ports.s3_url}")
     elif args.action == "seed":
         seed(args.state)
     else:

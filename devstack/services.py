@@ -33,6 +33,7 @@ import redis
 import requests
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
+from filelock import FileLock
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -76,11 +77,50 @@ class ServiceTimeoutError(ServiceError, TimeoutError):
 # helpers
 
 
-def free_port() -> int:
-    """Return a loopback TCP port that was free a moment ago (the kernel picks it, so no guessing)."""
+#: Ports free_port() handed out lately, to any process of this user on the machine: {"port": unix time}.
+PORT_CLAIMS = Path(tempfile.gettempdir()) / f"image-factory-ports-{os.getuid()}.json"
+#: How long a handed-out port stays claimed: more than any gap between free_port() and the server's bind.
+PORT_CLAIM_SECONDS = 600.0
+
+
+def _kernel_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
         port: int = sock.getsockname()[1]
+        return port
+
+
+def free_port() -> int:
+    """Return a loopback TCP port that was free a moment ago and that no other caller got lately.
+
+    The kernel picks the port (bind to port 0, so no guessing), but it is free again the moment we close
+    the socket, and the kernel may give the same number to another process before our server binds it:
+    two pytest-xdist workers (or two test sessions) starting services at once would then collide. So
+    every port handed out is claimed for :data:`PORT_CLAIM_SECONDS` in :data:`PORT_CLAIMS`, a file
+    shared by all processes and read and rewritten under a file lock (PyPI ``filelock``: ``flock``,
+    released by the kernel if the holder dies); a claimed port is never handed out again meanwhile.
+    """
+    with FileLock(f"{PORT_CLAIMS}.lock", timeout=120):
+        now = time.time()
+        claims: dict[str, float] = {}
+        with contextlib.suppress(OSError, ValueError):
+            loaded = json.loads(PORT_CLAIMS.read_text())
+            if isinstance(loaded, dict):
+                claims = {
+                    k: float(v)
+                    for k, v in loaded.items()
+                    if isinstance(v, int | float) and now - v < PORT_CLAIM_SECONDS
+                }
+        for _ in range(200):
+            port = _kernel_port()
+            if str(port) not in claims:
+                break
+        else:
+            raise ServiceError(f"the kernel offered only claimed ports (200 tries; see {PORT_CLAIMS})")
+        claims[str(port)] = now
+        tmp = PORT_CLAIMS.with_name(f".{PORT_CLAIMS.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(claims))
+        os.replace(tmp, PORT_CLAIMS)
         return port
 
 

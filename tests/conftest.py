@@ -5,7 +5,12 @@ tmp dir (see devstack.services), so tests never touch services already running o
 Markers (integration, e2e) are registered in pyproject.toml.
 
 Under ``CI=true`` a skip is a failure: a missing tool, library, file or filesystem capability must not
-turn a regression into a quiet "s" in a green run (see ``pytest_runtest_makereport`` below).
+turn a regression into a quiet "s" in a green run (see ``pytest_runtest_makereport`` below). That holds
+under pytest-xdist too: the reports are rewritten in the worker, before they reach the controller.
+
+``make test`` runs on pytest-xdist workers (``-n 2 --dist loadfile``): each worker has its own session
+fixtures; whole modules go to one worker, some modules share one (``pytest_xdist_make_scheduler``), and
+the fixture release is built once per run (tests/support/xdist_shared.py).
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Generator, Iterator
+from typing import Any
 
 import pytest
 
-from devstack.release.release import Release, build_release
+from devstack.release.release import Release
 from devstack.services import RedisServer, RegistryServer, S3Server, ensure_system_packages
+from tests.support.xdist_shared import shared_release
 
 
 def in_ci() -> bool:
@@ -55,6 +62,17 @@ def _fail_skip(report: pytest.TestReport | pytest.CollectReport) -> None:
     report.longrepr = f"skipped under CI=true (a skip here would hide a regression): {reason}"
 
 
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile`` keeps each module on one worker, and the modules of ``xdist_shared.GROUPS``
+    (which share something machine-wide) on the same one. tryfirst: xdist's own answer comes later."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from tests.support.xdist_shared import GroupedFileScheduling  # imports xdist, present only with it
+
+    return GroupedFileScheduling(config, log)
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     with RedisServer(tmp_path_factory.mktemp("redis")) as server:
@@ -89,5 +107,9 @@ def skopeo() -> str:
 
 @pytest.fixture(scope="session")
 def fixture_release(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory) -> Release:
-    """The miniature Talos release (devstack.release), pushed once per session under ``fixture/``."""
-    return build_release(registry.host, tmp_path_factory.mktemp("release"), namespace="fixture")
+    """The miniature Talos release (devstack.release) under ``fixture/`` in the session's registry.
+
+    Built and pushed once per run, by the first xdist worker that asks, then copied into each worker's
+    registry storage (tests/support/xdist_shared.py): ~50 s once instead of once per worker.
+    """
+    return shared_release(registry, tmp_path_factory, namespace="fixture")

@@ -46,6 +46,7 @@ from common.profile.secureboot import secureboot_assets
 from common.services import Services, scratch_dir
 from common.shutdown import ShutdownClock
 from worker.imager.build import build
+from worker.imager.overlay import Limits as OverlayLimits
 from worker.imager.scratch import scratch
 from worker.imager.signing import NO_SIGNERS, Signers
 from worker.shutdown import BUILDS, HandBack, interruptible
@@ -261,6 +262,7 @@ def run_build(
                         scratch_root=root,
                         signers=signers,
                         pieces=CachedPieces(services.cache),
+                        overlay_limits=OverlayLimits.from_options(config.build.overlayInstaller),
                     )
                 metrics.observe(ASSETS_BUILD_LATENCY, time.time() - started)
                 if not heartbeat.keep_lock():

@@ -106,6 +106,28 @@ class HTTPOptions:
 
 
 @dataclass
+class OverlayInstallerOptions:
+    """Bounds of one run of an overlay's installer (third-party code, run sandboxed by the worker)."""
+
+    timeout: timedelta = opt(
+        timedelta(seconds=60),
+        "Longest one `get-options` or `install` run of an overlay installer may take; longer → 504 "
+        "naming the overlay, nothing published.",
+        ours=True,
+    )
+    memoryLimit: int = opt(
+        1024**3,
+        "Address space (bytes, RLIMIT_AS) each process of an overlay installer may map.",
+        ours=True,
+    )
+    maxOutputSize: int = opt(
+        256 * 1024**2,
+        "Most bytes of files an overlay installer may leave for the EFI partition; more → 502.",
+        ours=True,
+    )
+
+
+@dataclass
 class BuildOptions:
     minTalosVersion: str = opt(
         "1.2.0", "MinTalosVersion specifies the minimum supported Talos version for assets."
@@ -172,6 +194,10 @@ class BuildOptions:
         [],
         "Schematic IDs whose installers for `prebuildInstallers` are queued whenever a worker starts.",
         ours=True,
+    )
+    overlayInstaller: OverlayInstallerOptions = section(
+        OverlayInstallerOptions,
+        "Bounds of the sandboxed overlay installer runs (single-board computer images).",
     )
     scratchDir: str = opt(
         "",

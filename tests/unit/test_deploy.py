@@ -261,8 +261,9 @@ def test_compose_services(compose: dict[str, Any]) -> None:
     assert set(services) == {"redis", "registry", "s3", "api-1", "api-2", "worker-1", "worker-2"}
     assert services["redis"]["image"] == "${REDIS_IMAGE:-docker.io/library/redis:7}"
     assert services["registry"]["image"] == "${REGISTRY_IMAGE:-docker.io/library/registry:2}"
-    assert "5000:5000" in services["registry"]["ports"]
-    assert services["api-1"]["ports"] == ["8080:8080"] and services["api-2"]["ports"] == ["8081:8080"]
+    assert "${REGISTRY_PORT:-5000}:5000" in services["registry"]["ports"]
+    assert services["api-1"]["ports"] == ["${API1_PORT:-8080}:8080"]
+    assert services["api-2"]["ports"] == ["${API2_PORT:-8081}:8080"]
     for name in ("api-1", "api-2", "worker-1", "worker-2"):
         service = services[name]
         assert set(service["depends_on"]) == {"redis", "registry", "s3"}

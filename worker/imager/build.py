@@ -65,6 +65,7 @@ from worker.imager.initramfs import build_initramfs
 from worker.imager.installer import OverlayLayerSource, build_installer_image
 from worker.imager.iso import IsoGenerator, IsoInputs, build_iso, select_generator
 from worker.imager.overlay import HOST_ARCH, OverlayError, OverlayOptions, OverlayRunner, merge_profile
+from worker.imager.overlay import Limits as OverlayLimits
 from worker.imager.pieces import NO_PIECES, Pieces, initramfs_key
 from worker.imager.scratch import disk_usage, scratch
 from worker.imager.signing import NO_SIGNERS, PCRSigner, PESigner, Signers
@@ -160,6 +161,7 @@ class _Build:
         signers: Signers = NO_SIGNERS,
         pieces: Pieces = NO_PIECES,
         overlay: _OverlaySources | None = None,
+        overlay_limits: OverlayLimits | None = None,
     ) -> None:
         self.plan = plan
         self.signers = signers
@@ -181,6 +183,7 @@ class _Build:
                 artifacts=overlay.target / "artifacts",
                 options=options,
                 work=work / "overlay",
+                limits=overlay_limits,
             )
             self._overlay_target = overlay.target
         self.profile: Profile = fill_defaults(profile)
@@ -680,17 +683,19 @@ def build(
     scratch_root: Path,
     signers: Signers = NO_SIGNERS,
     pieces: Pieces = NO_PIECES,
+    overlay_limits: OverlayLimits | None = None,
 ) -> BuildResult:
     """Builds ``plan`` into ``dest/<output name>``; raises (leaving nothing) on any failure.
 
     ``signers`` are the signing services a Secure Boot build would use (handed to the UKI stage);
-    ``pieces`` keeps and hands out intermediate results shared between builds (the initramfs).
+    ``pieces`` keeps and hands out intermediate results shared between builds (the initramfs);
+    ``overlay_limits`` bound the overlay installer's runs (``build.overlayInstaller``).
     """
     started = time.monotonic()
     _reset_peak_rss()
     with tools.recording() as record, scratch(scratch_root) as work, ExitStack() as stack:
         overlay = _open_overlay(plan, sources, stack)
-        b = _Build(plan, sources, external_url, work, signers, pieces, overlay)
+        b = _Build(plan, sources, external_url, work, signers, pieces, overlay, overlay_limits)
         p = b.profile
         name = output_name(p)
         imager = stack.enter_context(sources.imager(parse_tolerant(p.version)))

@@ -46,6 +46,7 @@ from typing import Any
 
 import yaml
 
+from common.config.options import OverlayInstallerOptions
 from common.errors import BadSourceError, UnavailableError
 from common.profile.model import Bootloader, MetaValue, OutputKind, Profile
 from common.schematic.emit import marshal_value
@@ -98,6 +99,15 @@ class Limits:
     files_bytes: int = 256 * MIB  # total size of the files it leaves under mountPrefix
     tmpfs_bytes: int = 64 * MIB  # its /tmp
     stdout_bytes: int = 1 * MIB
+
+    @classmethod
+    def from_options(cls, options: OverlayInstallerOptions) -> Limits:
+        """The bounds ``build.overlayInstaller`` configures (the rest keep their defaults)."""
+        return cls(
+            seconds=options.timeout.total_seconds(),
+            memory=options.memoryLimit,
+            files_bytes=options.maxOutputSize,
+        )
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import shutil
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from common.config.options import OverlayInstallerOptions
 from common.profile.model import Bootloader, ImageOptions, MetaValue, Output, OutputKind, Profile
 from devstack.release import content
 from devstack.release.oci import Entry
@@ -139,7 +141,8 @@ def test_installer_cannot_write_outside_its_box(rockchip: Path, tmp_path: Path) 
 
 
 def test_hanging_installer_times_out(rockchip: Path, tmp_path: Path) -> None:
-    r = runner(rockchip, tmp_path / "box", limits=Limits(seconds=2), fixtureFault="hang")
+    configured = OverlayInstallerOptions(timeout=timedelta(seconds=2))  # build.overlayInstaller.timeout
+    r = runner(rockchip, tmp_path / "box", limits=Limits.from_options(configured), fixtureFault="hang")
     started = time.monotonic()
     with pytest.raises(
         OverlayTimeoutError, match=r"overlay 'rock64': installer install did not finish within 2s"
