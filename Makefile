@@ -15,6 +15,11 @@ SYSTEM_PACKAGES := redis-server docker-registry skopeo podman openssl python3-ve
 	gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-system-arm qemu-efi-aarch64 \
 	golang-github-containernetworking-plugin-dnsname apache2-utils
 PYTEST_ARGS ?=
+# pytest-xdist: test, unit and integration run on PYTEST_WORKERS processes (`make test PYTEST_WORKERS=0`
+# runs serially in one process). loadfile keeps each module, and the modules tests/support/xdist_shared.py
+# groups, on one worker, so module-scoped stacks start once; the fixture release is built once per run.
+PYTEST_WORKERS ?= 2
+PYTEST_XDIST := -n $(PYTEST_WORKERS) --dist loadfile
 
 .PHONY: run stop test lint typecheck unit integration docs ui-screenshots ui-messages image compose-up compose-down chart-docs system-deps clean
 
@@ -48,13 +53,13 @@ typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
 test: system-deps $(BIN)/.installed lint typecheck
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 unit: $(BIN)/.installed
-	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+	$(BIN)/pytest tests/unit $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 integration: system-deps $(BIN)/.installed
-	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+	$(BIN)/pytest tests/integration $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 docs: $(BIN)/.installed
 	$(BIN)/image-factory config --format reference > docs/configuration.md

@@ -201,7 +201,8 @@ def test_build_now_queues_without_waiting_and_shows_progress(stack: Stack) -> No
     status = requests.get(f"{stack.api.url}/builds/{key.group(1)}", timeout=30).json()
     assert status["status"] == "queued"
     assert "<progress" in row.group(0)
-    assert f'class="refresh" href="{page}"' in row.group(0)  # a full reload (not a same-page fragment)
+    escaped = page.replace("&", "&amp;")
+    assert f'class="refresh" href="{escaped}"' in row.group(0)  # a full reload (not a same-page fragment)
 
 
 def test_languages_from_param_cookie_then_accept_language(stack: Stack) -> None:

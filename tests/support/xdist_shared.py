@@ -77,14 +77,14 @@ def run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
-def build_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
-    """``run_root/name``, made by ``build(directory)`` once per run, whichever worker asks first.
+def build_once(root: Path, name: str, build: Callable[[Path], None]) -> Path:
+    """``root/name`` (``root``: :func:`run_root`), made by ``build(directory)`` once, whichever worker
+    asks first.
 
     The others wait on the lock and then use what is there. ``build`` gets a fresh scratch directory
     that is renamed to ``name`` only when it returned, so a failed build leaves nothing behind and the
     next worker tries again (and reports its own error).
     """
-    root = run_root(tmp_path_factory)
     final = root / name
     with FileLock(str(root / f"{name}.lock")):
         if not final.is_dir():
@@ -146,7 +146,7 @@ def shared_release(
         with RegistryServer(directory / "registry") as builder:
             build_release(builder.host, directory / "out", namespace=namespace, versions=versions)
 
-    built = build_once(tmp_path_factory, f"release-{namespace}-{key}", build)
+    built = build_once(run_root(tmp_path_factory), f"release-{namespace}-{key}", build)
     copy_registry_storage(built / "registry" / "data", registry.data_dir)
     out = tmp_path_factory.mktemp("release")
     release = Release.load(built / "out" / "release.json")
