@@ -16,7 +16,7 @@ from common.delivery.progress import Progress
 from common.delivery.service import Delivery
 from common.errors import FactoryError
 from common.outages import OUTAGE_ERRORS
-from common.profile.platforms import CloudPlatform
+from common.profile.platforms import DISK, ISO, PXE, CloudPlatform
 from common.talos.quirks import Quirks
 from common.talos.version import Version
 
@@ -64,12 +64,14 @@ def applicable_assets(
             Asset(N_("Initramfs"), f"initramfs-{arch}.xz"),
         ]
     name = platform.name if platform is not None else "metal"
-    found = [Asset(N_("ISO"), f"{name}-{arch}{sb}.iso")]
+    found = []
+    if platform is None or platform.boots_from(ISO):
+        found.append(Asset(N_("ISO"), f"{name}-{arch}{sb}.iso"))
     if platform is None:
         found.append(Asset(N_("Disk image"), f"metal-{arch}{sb}{_disk_suffix(version)}"))
         if not secureboot:
             found.append(Asset(N_("Disk image (QCOW2)"), f"metal-{arch}.qcow2"))
-    else:
+    elif platform.boots_from(DISK):
         found.append(Asset(N_("Disk image"), platform.disk_image(arch, secureboot=secureboot)))
     found.append(Asset(N_("UKI"), f"{name}-{arch}{sb}-uki.efi"))
     if not secureboot:
@@ -82,7 +84,7 @@ def applicable_assets(
 
 
 def pxe_path(target: str, arch: str, *, platform: CloudPlatform | None, secureboot: bool) -> str | None:
-    if target == "sbc":
+    if target == "sbc" or (platform is not None and not platform.boots_from(PXE)):
         return None
     name = platform.name if platform is not None else "metal"
     return f"{name}-{arch}{'-secureboot' if secureboot else ''}"

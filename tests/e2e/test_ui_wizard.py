@@ -343,11 +343,12 @@ def test_cloud_platform_run_links_the_platforms_disk_image(stack: Stack, session
     )
     base = f"/image/{schematic_id}/{newest}/"
     links = _links(page)
-    # GCP's disk image is a raw disk in a .tar.gz (Talos's built-in gcp profile)
-    for path in ("gcp-arm64.raw.tar.gz", "gcp-arm64.iso", "cmdline-gcp-arm64", "kernel-arm64"):
+    # GCP boots from its disk image only, a raw disk in a .tar.gz (upstream's platforms.go): no ISO, no PXE
+    for path in ("gcp-arm64.raw.tar.gz", "cmdline-gcp-arm64", "kernel-arm64"):
         assert base + path in links, links
+    assert base + "gcp-arm64.iso" not in links, links
     assert not any("metal-" in link for link in links), links
-    assert f"/pxe/{schematic_id}/{newest}/gcp-arm64" in page.content()
+    assert f"/pxe/{schematic_id}/{newest}/gcp-arm64" not in page.content()
     assert page.locator("#installer").inner_text() == f"localhost/gcp-installer/{schematic_id}:{newest}"
     # every offered link is a path /image parses (the platform's own disk format)
     for link in links:
