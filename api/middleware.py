@@ -12,7 +12,9 @@ from flask import Flask, Response, g, request
 from common.logging import build_key_var, request_id_var
 from common.version import SERVER_HEADER
 
-log = logging.getLogger("api.request")
+#: The logger of the one line per request (written from a thread of its own under gunicorn: api/server.py).
+ACCESS_LOGGER = "api.request"
+log = logging.getLogger(ACCESS_LOGGER)
 
 # Echo what the client sent when it is a sane token; anything else gets a fresh id, so a
 # hostile header can neither inject into logs nor grow without bound.

@@ -21,6 +21,7 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from api.deadline import DeadlineSocket, RequestReadTimeout
 from api.metrics import child_exit
+from api.middleware import ACCESS_LOGGER
 from common.config import Config
 from common.logging import LEVELS, configure_logging
 from common.readiness import lifecycle
@@ -43,7 +44,7 @@ class JSONLogger(Logger):
 
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)
-        configure_logging(self.factory_level)
+        configure_logging(self.factory_level, background=(ACCESS_LOGGER,))
         self.error_log.handlers[:] = []
         self.error_log.propagate = True
 

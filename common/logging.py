@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import queue
 import sys
+import threading
+from collections.abc import Iterable
 from contextvars import ContextVar
+from typing import TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -37,19 +43,97 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str = "info") -> None:
-    """Idempotent: replaces root handlers with one JSON-lines handler."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter(
-            "{asctime}{levelname}{name}{message}",
-            style="{",
-            rename_fields={"asctime": "ts", "levelname": "level", "name": "logger", "message": "msg"},
-        )
+class BackgroundStreamHandler(logging.Handler):
+    """Formats on the caller's thread, writes from a thread of its own.
+
+    For the API's one line per request: with ``StreamHandler`` every gunicorn thread takes the
+    handler's lock for the ``write`` to stderr, and under load a quarter of a worker's samples were
+    threads waiting on that lock (py-spy during ``bench/delivery.py``). Here a request only formats its
+    line (context variables are read on its own thread) and puts it on a queue. The writer thread is
+    started per process on first use (gunicorn forks workers after logging is configured); lines still
+    queued are written at interpreter exit. A process killed with SIGKILL may lose its last lines,
+    which is why only the access line goes this way: error lines stay synchronous.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self.stream = stream
+        self._pid = -1
+        self._queue: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._write_lock = threading.Lock()
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        if not self.filter(record):
+            return False
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return True
+        if self._pid != os.getpid():
+            self._start()
+        self._queue.put(line)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:  # only reached through Handler.handle
+        self.handle(record)
+
+    def _start(self) -> None:
+        with self._write_lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._queue = queue.SimpleQueue()  # a forked child drops its parent's pending lines
+            threading.Thread(target=self._run, name="log-writer", daemon=True).start()
+            atexit.register(self.drain)
+
+    def _run(self) -> None:
+        while True:
+            lines = [self._queue.get()]
+            self._write(lines)
+
+    def _write(self, lines: list[str]) -> None:
+        with self._write_lock:
+            try:
+                while True:
+                    lines.append(self._queue.get_nowait())
+            except queue.Empty:
+                pass
+            try:
+                self.stream.write("\n".join(lines) + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):  # stderr closed at exit: nothing left to tell
+                pass
+
+    def drain(self) -> None:
+        """Writes every line still queued (at exit; tests)."""
+        if not self._queue.empty():
+            self._write([])
+
+
+def configure_logging(level: str = "info", *, background: Iterable[str] = ()) -> None:
+    """Idempotent: replaces root handlers with one JSON-lines handler.
+
+    Loggers named in ``background`` write through a :class:`BackgroundStreamHandler` instead (the
+    API's access line, ``api.request``).
+    """
+    formatter = JsonFormatter(
+        "{asctime}{levelname}{name}{message}",
+        style="{",
+        rename_fields={"asctime": "ts", "levelname": "level", "name": "logger", "message": "msg"},
     )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
     handler.addFilter(_RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LEVELS[level])
+    for name in background:
+        queued = BackgroundStreamHandler(sys.stderr)
+        queued.setFormatter(formatter)
+        queued.addFilter(_RequestIdFilter())
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [queued]
+        logger.propagate = False
     for noisy in ("urllib3", "botocore", "boto3", "s3transfer", "werkzeug"):
         logging.getLogger(noisy).setLevel(max(LEVELS[level], logging.WARNING))

@@ -42,10 +42,15 @@ class Metrics(Protocol):
         """Sets a gauge."""
         ...
 
+    def buffer_writes(self, interval: float) -> None:
+        """Lets events be written up to ``interval`` seconds late, in exchange for cheap recording on a
+        hot path (the API's requests): see :mod:`common.metrics.prometheus`."""
+        ...
+
     @property
     def collector_registry(self) -> Any:
-        """The prometheus_client registry adapters' own instrumentation registers in (the API's
-        prometheus-flask-exporter), or None when metrics are disabled."""
+        """The prometheus_client registry of a single-process backend (what tests render), or None
+        when metrics are disabled."""
         ...
 
 
@@ -59,6 +64,9 @@ class NullMetrics:
         pass
 
     def set(self, metric: Metric, value: float, /, **labels: str) -> None:
+        pass
+
+    def buffer_writes(self, interval: float) -> None:
         pass
 
     @property

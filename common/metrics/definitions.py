@@ -12,8 +12,9 @@ Two origins of values:
 * ``collected`` gauges: read from Redis when Prometheus scrapes an API process (the cluster's queue,
   slots and live workers), so every replica reports the same cluster-wide value; alert on ``max``.
 
-``http_request_duration_seconds`` (with ``http_request_total`` and ``http_request_exceptions_total``)
-is prometheus-flask-exporter's and defined there (``api/metrics.py``).
+``http_request_duration_seconds``, ``http_request_total`` and ``http_request_exceptions_total`` keep
+the names, labels, help texts and buckets prometheus-flask-exporter gave them (the API recorded them
+through it before ``api/metrics.py`` took over, to make recording cheaper); they are not prefixed.
 """
 
 from __future__ import annotations
@@ -158,6 +159,30 @@ HTTP_INFLIGHT = Metric(
     upstream=True,
 )
 
+# --- prometheus-flask-exporter's names, labels and help texts (``FLASK_EXPORTER``) -----------------
+
+#: Prometheus' (and so the exporter's) default latency buckets.
+_HTTP_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+HTTP_DURATION = Metric(
+    "http_request_duration_seconds",
+    Kind.HISTOGRAM,
+    "Flask HTTP request duration in seconds",
+    HTTP,
+    buckets=_HTTP_LATENCY,
+)
+HTTP_REQUESTS = Metric(
+    "http_request_total",
+    Kind.COUNTER,
+    "Total number of HTTP requests",
+    ("method", "status"),
+)
+HTTP_EXCEPTIONS = Metric(
+    "http_request_exceptions_total",
+    Kind.COUNTER,
+    "Total number of HTTP requests which resulted in an exception",
+    ("method", "status"),
+)
+
 # --- ours: the build queue, seen from the API -------------------------------------------------------
 
 BUILD_ENQUEUE = Metric(
@@ -280,3 +305,5 @@ CLUSTER_STATE_UP = Metric(
 )
 
 DEFINITIONS: tuple[Metric, ...] = tuple(v for v in list(globals().values()) if isinstance(v, Metric))
+#: The names prometheus-flask-exporter chose, kept unprefixed for the dashboards and alerts that use them.
+FLASK_EXPORTER = frozenset({HTTP_DURATION.name, HTTP_REQUESTS.name, HTTP_EXCEPTIONS.name})

@@ -9,13 +9,28 @@ the app) gets files of its own on its first write; prometheus_client notices the
 
 Without multiprocess mode (tests, the thin entry points) every backend has a registry of its own,
 which :func:`generate_latest` renders.
+
+**Buffered writes** (:meth:`PrometheusMetrics.buffer_writes`, which the API turns on for its HTTP hot
+path): a write to a multiprocess file costs prometheus_client's lock, a pid check and a struct pack
+into the mmap (histograms: the sum and a bucket), about ten per HTTP request. Buffered, an event of a
+series seen before only adds to that series' pending delta in memory (a histogram: its sum and one
+bucket count, found by bisection as prometheus_client's ``observe`` finds it), and a daemon thread of
+each process writes the pending deltas every ``interval`` seconds, one write per changed series and
+not per event; the process's exit (``atexit``: gunicorn's workers leave through ``sys.exit``) writes
+the rest. What a scrape sees is therefore up to ``interval`` old, and a process killed with SIGKILL
+loses at most its last ``interval`` of events. ``set`` is written at once (it drops the pending delta
+it overrides). A process forked while events were pending starts with none: they are its parent's to
+write. Without multiprocess mode values are in memory anyway and writes are never buffered.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
+import time
+from bisect import bisect_left
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -29,6 +44,43 @@ log = logging.getLogger(__name__)
 
 #: Label combinations remembered for the fast path; past this, recording takes the checked path.
 MAX_CHILDREN = 10_000
+
+
+class _Pending:
+    """Events of one series not yet written to its multiprocess file (buffered mode)."""
+
+    __slots__ = ("bounds", "child", "counts", "delta", "metric", "observed", "queued", "total")
+
+    def __init__(self, metric: Metric, child: Any) -> None:
+        self.metric = metric
+        self.child = child
+        self.delta = 0.0  # counters, gauges' inc
+        self.queued = False  # in the backend's queue of series to write
+        # Histograms: the sum and a count per bucket (prometheus_client keeps its buckets
+        # non-cumulative in the files, one per upper bound, +Inf last).
+        self.bounds: tuple[float, ...] = tuple(child._upper_bounds) if metric.kind is Kind.HISTOGRAM else ()
+        self.counts = [0] * len(self.bounds)
+        self.observed = 0
+        self.total = 0.0
+
+    def write(self) -> None:
+        """Adds what is pending to the files (the caller holds the write lock) and forgets it."""
+        delta, self.delta = self.delta, 0.0
+        if delta:
+            self.child.inc(delta)
+        if self.observed:
+            counts, self.counts = self.counts, [0] * len(self.bounds)
+            total, self.total, self.observed = self.total, 0.0, 0
+            # prometheus_client's Histogram keeps one value per bucket and one for the sum
+            # (``Histogram._buckets``, ``Histogram._sum``, as ``observe`` writes them).
+            self.child._sum.inc(total)
+            for index, count in enumerate(counts):
+                if count:
+                    self.child._buckets[index].inc(count)
+
+    def forget(self) -> None:
+        self.delta, self.total, self.observed, self.queued = 0.0, 0.0, 0, False
+        self.counts = [0] * len(self.bounds)
 
 
 def multiprocess_mode() -> bool:
@@ -47,8 +99,8 @@ def multiprocess_mode() -> bool:
 class PrometheusMetrics:
     def __init__(self, *, multiprocess: bool = False) -> None:
         self.multiprocess = multiprocess
-        # Multiprocess: a private registry for the Flask exporter's metrics to register in (values go
-        # to the files whatever the registry); single-process: the registry that is rendered.
+        # Single-process: the registry that is rendered. Multiprocess: unused (values go to the files
+        # and the listener reads those), kept so the property means the same in both modes.
         self._registry = CollectorRegistry(auto_describe=True)
         self._target = None if multiprocess else self._registry
         self._definitions = {m.name: m for m in DEFINITIONS if not m.collected}
@@ -59,8 +111,75 @@ class PrometheusMetrics:
             m.name: _create(m, self._target) for m in self._definitions.values() if m.kind is not Kind.GAUGE
         }
         self._failed: set[str] = set()
-        #: (name, *label items as passed) → (the definition, its prometheus_client child)
-        self._children: dict[tuple[Any, ...], tuple[Metric, Any]] = {}
+        #: (name, *label items as passed) → (the definition, its prometheus_client child, its pending
+        #: events when writes are buffered)
+        self._children: dict[tuple[Any, ...], tuple[Metric, Any, _Pending | None]] = {}
+        self._interval = 0.0  # > 0: writes are buffered
+        #: id of a prometheus_client child → its pending events (one per series, however many memo
+        #: entries, i.e. label orders, lead to it)
+        self._pending: dict[int, _Pending] = {}
+        self._queue: list[_Pending] = []  # series with pending events, in the order first touched
+        self._flusher_pid = 0  # the process whose flusher thread runs
+
+    def buffer_writes(self, interval: float) -> None:
+        """From now on, hold the events of series seen before in memory and write them every
+        ``interval`` seconds and at exit (multiprocess mode only; see the module's docstring)."""
+        if not self.multiprocess or interval <= 0 or self._interval:
+            return
+        with _WRITE_LOCK:
+            self._interval = interval
+            for memo, (metric, child, _) in list(self._children.items()):
+                self._children[memo] = (metric, child, self._pending_for(metric, child))
+        atexit.register(self.flush)
+        os.register_at_fork(after_in_child=self._forget_pending)
+
+    def _pending_for(self, metric: Metric, child: Any) -> _Pending:
+        found = self._pending.get(id(child))
+        if found is None:
+            found = self._pending[id(child)] = _Pending(metric, child)
+        return found
+
+    def flush(self) -> None:
+        """Writes every pending event now."""
+        with _WRITE_LOCK:
+            queue, self._queue = self._queue, []
+            for pending in queue:
+                pending.queued = False
+                try:
+                    pending.write()
+                except OSError as exc:
+                    self._write_failed(pending.metric, exc)
+
+    def _forget_pending(self) -> None:
+        """In a child just forked: the pending events are the parent's to write."""
+        for pending in self._queue:
+            pending.forget()
+        self._queue = []
+        self._flusher_pid = 0
+
+    def _flush_forever(self) -> None:
+        while True:
+            time.sleep(self._interval)
+            self.flush()
+
+    def _hold(self, pending: _Pending, op: str, value: float) -> None:
+        if op == "inc" and value < 0 and pending.metric.kind is Kind.COUNTER:
+            raise ValueError("Counters can only be incremented by non-negative amounts.")
+        pid = os.getpid()
+        with _WRITE_LOCK:
+            if op == "inc":
+                pending.delta += value
+            else:  # observe: the bucket prometheus_client's observe would count it in
+                pending.total += value
+                pending.observed += 1
+                pending.counts[bisect_left(pending.bounds, value)] += 1
+            if not pending.queued:
+                pending.queued = True
+                self._queue.append(pending)
+            start = self._flusher_pid != pid
+            self._flusher_pid = pid
+        if start:  # the first buffered event of this process (a forked one has no flusher thread)
+            threading.Thread(target=self._flush_forever, name="metrics-flush", daemon=True).start()
 
     @property
     def collector_registry(self) -> CollectorRegistry:
@@ -87,7 +206,13 @@ class PrometheusMetrics:
         memo = (metric.name, *labels.items())
         child = self._children.get(memo)
         if child is not None and child[0] is metric:
+            pending = child[2]
+            if pending is not None and op != "set":
+                self._hold(pending, op, value)
+                return
             with _WRITE_LOCK:
+                if pending is not None:
+                    pending.delta = 0.0  # a set overrides the increments not yet written
                 try:
                     getattr(child[1], op)(value)
                 except OSError as exc:
@@ -104,7 +229,8 @@ class PrometheusMetrics:
             try:
                 made = found.labels(**{k: str(v) for k, v in labels.items()}) if metric.labels else found
                 if len(self._children) < MAX_CHILDREN:
-                    self._children[memo] = (metric, made)
+                    pending = self._pending_for(metric, made) if self._interval else None
+                    self._children[memo] = (metric, made, pending)
                 getattr(made, op)(value)
             except OSError as exc:
                 self._write_failed(metric, exc)

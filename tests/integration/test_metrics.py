@@ -17,6 +17,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from api.metrics import FLUSH_INTERVAL
 from devstack.release.release import Release
 from devstack.services import RegistryServer, ensure_system_packages
 from tests.support.stack import Stack, factory_stack
@@ -66,6 +67,8 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 def api_metrics(stack: Stack) -> Samples:
+    """After the API's gunicorn workers have written what they buffer (``api.metrics.FLUSH_INTERVAL``)."""
+    time.sleep(FLUSH_INTERVAL + 0.3)
     return scrape(stack.metrics_urls["api0"])
 
 

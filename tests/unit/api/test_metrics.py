@@ -1,5 +1,6 @@
-"""HTTP metrics per route: upstream's route patterns as the ``handler`` label, the Flask exporter's
-duration histogram unprefixed, response sizes and requests in flight."""
+"""HTTP metrics per route: upstream's route patterns as the ``handler`` label, the duration histogram
+and request counters in prometheus-flask-exporter's shape (unprefixed), response sizes and requests in
+flight."""
 
 from __future__ import annotations
 
@@ -41,6 +42,10 @@ def app_with(backend: object) -> Flask:
 
         return Response(chunks(), headers={"Content-Length": "10"})
 
+    @app.get("/broken")
+    def broken() -> Response:
+        raise RuntimeError("a bug")
+
     instrument(app, backend)  # type: ignore[arg-type]
     return app
 
@@ -81,3 +86,46 @@ def test_nothing_is_registered_when_metrics_are_disabled() -> None:
     app = app_with(NULL_METRICS)
     assert app.test_client().get("/image/abc/v1.12.4/kernel-amd64").status_code == 200
     assert not app.before_request_funcs.get(None)
+
+
+def test_a_view_that_raises_is_counted_as_the_flask_exporter_counted_it() -> None:
+    backend = PrometheusMetrics()
+    client = app_with(backend).test_client()
+    assert client.get("/broken").status_code == 500
+    assert client.get("/broken").status_code == 500
+    found = samples(backend)
+    broken = frozenset({"handler": "/broken", "method": "GET", "status": "500"}.items())
+    assert found[("http_request_duration_seconds_count", broken)] == 2
+    assert (
+        found[("http_request_exceptions_total", frozenset({"method": "GET", "status": "500"}.items()))] == 2
+    )
+    assert found[("http_request_total", frozenset({"method": "GET", "status": "500"}.items()))] == 2
+    assert found[("http_requests_inflight", frozenset({"handler": "/broken"}.items()))] == 0
+
+
+def test_durations_fall_in_prometheus_default_buckets() -> None:
+    backend = PrometheusMetrics()
+    client = app_with(backend).test_client()
+    assert client.get("/image/abc/v1.12.4/kernel-amd64").status_code == 200
+    bounds = {
+        dict(labels)["le"]
+        for (name, labels) in samples(backend)
+        if name == "http_request_duration_seconds_bucket"
+    }
+    assert bounds == {
+        "0.005",
+        "0.01",
+        "0.025",
+        "0.05",
+        "0.075",
+        "0.1",
+        "0.25",
+        "0.5",
+        "0.75",
+        "1.0",
+        "2.5",
+        "5.0",
+        "7.5",
+        "10.0",
+        "+Inf",
+    }
