@@ -59,8 +59,8 @@ class BackgroundStreamHandler(logging.Handler):
         super().__init__()
         self.stream = stream
         self._pid = -1
-        self._queue: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self._write_lock = threading.Lock()
+        self._queue: queue.SimpleQueue[str | threading.Event] = queue.SimpleQueue()
+        self._start_lock = threading.Lock()
 
     def handle(self, record: logging.LogRecord) -> bool:
         if not self.filter(record):
@@ -79,36 +79,42 @@ class BackgroundStreamHandler(logging.Handler):
         self.handle(record)
 
     def _start(self) -> None:
-        with self._write_lock:
+        with self._start_lock:
             if self._pid == os.getpid():
                 return
             self._pid = os.getpid()
             self._queue = queue.SimpleQueue()  # a forked child drops its parent's pending lines
-            threading.Thread(target=self._run, name="log-writer", daemon=True).start()
+            threading.Thread(target=self._run, args=(self._queue,), name="log-writer", daemon=True).start()
             atexit.register(self.drain)
 
-    def _run(self) -> None:
+    def _run(self, pending: queue.SimpleQueue[str | threading.Event]) -> None:
+        """The one writer: lines in the order they were queued, then wakes ``drain`` calls waiting on
+        a marker queued after them."""
         while True:
-            lines = [self._queue.get()]
-            self._write(lines)
-
-    def _write(self, lines: list[str]) -> None:
-        with self._write_lock:
+            batch = [pending.get()]
             try:
-                while True:
-                    lines.append(self._queue.get_nowait())
+                while len(batch) < 1024:
+                    batch.append(pending.get_nowait())
             except queue.Empty:
                 pass
-            try:
-                self.stream.write("\n".join(lines) + "\n")
-                self.stream.flush()
-            except (OSError, ValueError):  # stderr closed at exit: nothing left to tell
-                pass
+            lines = [item for item in batch if isinstance(item, str)]
+            if lines:
+                try:
+                    self.stream.write("\n".join(lines) + "\n")
+                    self.stream.flush()
+                except (OSError, ValueError):  # stderr closed at exit: nothing left to tell
+                    pass
+            for item in batch:
+                if isinstance(item, threading.Event):
+                    item.set()
 
-    def drain(self) -> None:
-        """Writes every line still queued (at exit; tests)."""
-        if not self._queue.empty():
-            self._write([])
+    def drain(self, timeout: float = 5.0) -> None:
+        """Waits (at most ``timeout``) until every line queued so far is written (at exit; tests)."""
+        if self._pid != os.getpid():
+            return
+        written = threading.Event()
+        self._queue.put(written)
+        written.wait(timeout)
 
 
 def configure_logging(level: str = "info", *, background: Iterable[str] = ()) -> None:
