@@ -604,6 +604,9 @@ class S3Server(Service):
             f"-s3.port={self.port}", *(f"-{flag}={port}" for flag, port in self.ports.items()),
             "-s3.port.iceberg=0", "-s3.port.lance=0", "-admin.ui=false", "-webdav=false",
             "-master.telemetry=false", f"-s3.config={self.config_path}",
+            # Every bucket is a collection with a volume of its own; mini's automatic limit left room
+            # for 9 ("No writable volumes and no free volumes left" once a test session made more).
+            "-volume.max=1000", "-master.volumeSizeLimitMB=64",
             f"-filer.localSocket={self._socket_dir / 'filer.sock'}",
             f"-s3.localSocket={self._socket_dir / 's3.sock'}",
         ]  # fmt: skip

@@ -222,3 +222,14 @@ def test_wait_until_timeout_quotes_log(tmp_path: Path) -> None:
     with pytest.raises(ServiceTimeoutError, match=r"waiting for the thing(?s:.*)fatal: cannot bind"):
         wait_until(lambda: False, 0.1, "the thing", log_path=log)
     assert wait_until(lambda: 42, 1, "the answer") == 42
+
+
+def test_s3_takes_a_session_s_worth_of_buckets(s3_server: S3Server) -> None:
+    """Every factory stack makes a bucket, and SeaweedFS gives each its own volume: weed mini's
+    automatic volume limit ran out after 9 (uploads then fail with InternalError)."""
+    client = s3_server.client()
+    for n in range(30):
+        bucket = f"many-buckets-{n:03d}"
+        s3_server.create_bucket(bucket)
+        client.put_object(Bucket=bucket, Key="k", Body=b"x" * 65536)
+        assert client.get_object(Bucket=bucket, Key="k")["Body"].read() == b"x" * 65536
