@@ -7,8 +7,8 @@ from flask import Flask
 from api import ui
 from api.cors import CORSMiddleware
 from api.errors import register_error_handlers
-from api.metrics import instrument
-from api.middleware import register_middleware
+from api.metrics import http_metrics
+from api.middleware import FactoryFlask, install
 from api.routes import (
     builds,
     health,
@@ -30,7 +30,7 @@ from common.services import Services, build_services
 
 
 def create_app(config: Config, services: Services | None = None) -> Flask:
-    app = Flask("image-factory")
+    app = FactoryFlask("image-factory")
     app.config["MAX_CONTENT_LENGTH"] = config.http.maxRequestBodySize
     svc = services or build_services(config)
     app.extensions["factory"] = svc
@@ -38,8 +38,6 @@ def create_app(config: Config, services: Services | None = None) -> Flask:
     delivery = Delivery(svc, Waiter(svc.redis, svc.builds, waiters))
     app.extensions["delivery"] = delivery
     app.extensions["installers"] = InstallerImages(delivery)
-    register_middleware(app)
-    instrument(app, svc.metrics)  # HTTP metrics per route (nothing when metrics.addr is empty)
     register_error_handlers(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(schematics.bp)
@@ -53,5 +51,6 @@ def create_app(config: Config, services: Services | None = None) -> Flask:
     app.register_blueprint(registry.bp)
     app.register_blueprint(openapi.bp)
     ui.register(app)  # the web UI: GET /, /ui/..., /llms.txt
+    install(app, http_metrics(svc.metrics))  # request id, access line, HTTP metrics (if metrics.addr)
     app.wsgi_app = CORSMiddleware(app.wsgi_app, config.http.allowedOrigins)  # type: ignore[method-assign]
     return app

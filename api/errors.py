@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, request
+from flask import Flask, Response, has_request_context, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from api.middleware import mark_raised
 from common.errors import FactoryError
 from common.logging import build_key_var, request_id_var
 from common.outages import OUTAGE_ERRORS, as_unavailable
@@ -77,6 +78,8 @@ def register_error_handlers(app: Flask) -> None:
 def log_failure(exc: BaseException, status: int) -> None:
     """One error line for a 5xx: what failed and why, with the request id and the build key (every
     error handler that answers a 5xx calls it, the registry frontend's too)."""
+    if status == 500 and has_request_context():
+        mark_raised(request.environ)  # http_request_exceptions_total (api.metrics)
     fields: dict[str, object] = {
         "status": status,
         "request_id": request_id_var.get(),

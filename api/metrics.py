@@ -1,4 +1,4 @@
-"""HTTP metrics per route, in upstream's (go-http-metrics) shape, recorded by three request hooks.
+"""HTTP metrics per route, in upstream's (go-http-metrics) shape, recorded by ``api.middleware``.
 
 * ``http_request_duration_seconds{method,handler,status}``, ``http_request_total{method,status}`` and
   ``http_request_exceptions_total{method,status}``: the names, labels, help texts and (Prometheus'
@@ -15,19 +15,19 @@ hooks: those cost about as much as the rest of a cached-asset redirect (``bench/
 
 As before, the duration and the in-flight time end when the view's response is ready: a streamed
 download's when its first byte is, not its last (upstream measures the whole write); its size is the
-``Content-Length`` it announced. A view that raises is counted as the exporter counted it: a 500 in
-the three series, and in ``http_request_exceptions_total``.
+``Content-Length`` it announced. A view that raises what no error handler expected is counted as
+the exporter counted it: a 500 in the three series, and in ``http_request_exceptions_total`` (the
+exporter's teardown hook never saw those, since ``api.errors`` answers every exception).
 
-With metrics disabled (``metrics.addr`` empty) no hook is registered and requests pay nothing.
+With metrics disabled (``metrics.addr`` empty) nothing is recorded and requests pay nothing.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from time import perf_counter
 
-from flask import Flask, Request, Response, request
+from flask import Request
 
 from common.metrics import Metrics
 from common.metrics.definitions import (
@@ -44,8 +44,6 @@ _PARAM = re.compile(r"<(?:(\w+):)?(\w+)>")
 _UPSTREAM_NAMES = {"schematic_id": "schematic"}
 #: Seconds a scrape may lag the API's requests (the backend writes its buffered events this often).
 FLUSH_INTERVAL = 1.0
-#: Where a request keeps what the hooks share (attributes of the Request object, no ``g`` lookups).
-_HANDLER, _START, _DONE = "_metrics_handler", "_metrics_start", "_metrics_done"
 
 
 @functools.lru_cache(maxsize=256)  # one entry per route: a regex substitution per request otherwise
@@ -67,50 +65,35 @@ def handler(req: Request) -> str:
     return route_pattern(rule.rule) if rule is not None else "unmatched"
 
 
-def instrument(app: Flask, metrics: Metrics) -> None:
-    if metrics.collector_registry is None:
-        return
-    metrics.buffer_writes(FLUSH_INTERVAL)
+class HttpMetrics:
+    """The HTTP series, recorded by ``api.middleware`` (one call when a request is routed, one when
+    its response is ready, one when it is over)."""
 
-    def record(req: Request, status: str, size: int | None) -> None:
-        setattr(req, _DONE, True)
-        label = getattr(req, _HANDLER, None) or handler(req)
-        start = getattr(req, _START, None)
-        method = req.method
-        if start is not None:
-            elapsed = max(perf_counter() - start, 0.0)
-            metrics.observe(HTTP_DURATION, elapsed, method=method, handler=label, status=status)
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        metrics.buffer_writes(FLUSH_INTERVAL)
+
+    def entered(self, label: str) -> None:
+        self.metrics.inc(HTTP_INFLIGHT, handler=label)
+
+    def answered(
+        self, method: str, label: str, status: str, elapsed: float, size: int | None, *, raised: bool
+    ) -> None:
+        metrics = self.metrics
+        metrics.observe(HTTP_DURATION, max(elapsed, 0.0), method=method, handler=label, status=status)
         metrics.inc(HTTP_REQUESTS, method=method, status=status)
         if size is not None:
             metrics.observe(HTTP_RESPONSE_SIZE, size, method=method, handler=label, status=status)
+        if raised:
+            metrics.inc(HTTP_EXCEPTIONS, method=method, status=status)
 
-    @app.before_request
-    def enter() -> None:
-        req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup, not six
-        label = handler(req)
-        setattr(req, _START, perf_counter())
-        setattr(req, _HANDLER, label)
-        metrics.inc(HTTP_INFLIGHT, handler=label)
+    def left(self, label: str) -> None:
+        self.metrics.inc(HTTP_INFLIGHT, -1, handler=label)
 
-    @app.after_request
-    def measure(response: Response) -> Response:
-        req = request._get_current_object()  # type: ignore[attr-defined]
-        size = 0 if req.method == "HEAD" else response.content_length
-        if size is None and not response.is_streamed:
-            size = response.calculate_content_length()
-        record(req, str(response.status_code), size)
-        return response
 
-    @app.teardown_request
-    def leave(exc: BaseException | None) -> None:
-        req = request._get_current_object()  # type: ignore[attr-defined]
-        if exc is not None:
-            metrics.inc(HTTP_EXCEPTIONS, method=req.method, status="500")
-            if not getattr(req, _DONE, False):  # no response went through after_request
-                record(req, "500", None)
-        label = getattr(req, _HANDLER, None)
-        if label is not None:
-            metrics.inc(HTTP_INFLIGHT, -1, handler=label)
+def http_metrics(metrics: Metrics) -> HttpMetrics | None:
+    """The recorder, or None with metrics disabled (``metrics.addr`` empty): requests pay nothing."""
+    return HttpMetrics(metrics) if metrics.collector_registry is not None else None
 
 
 def child_exit(_server: object, worker: object) -> None:

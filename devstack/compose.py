@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from common.cache.signing import generate_key_pem
 from devstack.container import IMAGE, REPO_ROOT, build_image, containers_conf, ensure_base_image, podman
-from devstack.release.release import Release, build_release
+from devstack.release.release import VERSIONS, Release, build_release
 from devstack.services import venv_bin
 
 __all__ = [
@@ -187,8 +187,9 @@ def _healthy(url: str) -> bool:
     return requests.get(f"{url}/healthz", timeout=2).status_code == 200
 
 
-def seed(state_dir: Path, ports: Ports = DEFAULT_PORTS) -> Release:
-    """Push the fixture release to the stack's registry (under ``fixture/``) and create the bucket."""
+def seed(state_dir: Path, ports: Ports = DEFAULT_PORTS, versions: Sequence[str] = VERSIONS) -> Release:
+    """Push the fixture release (``versions``: all by default) to the stack's registry (under
+    ``fixture/``) and create the bucket."""
     registry = ports.registry_host
     _wait("the registry", lambda: requests.get(f"http://{registry}/v2/", timeout=2).status_code == 200)
     _wait("the S3 endpoint", lambda: _s3(ports).list_buckets() is not None)
@@ -196,11 +197,18 @@ def seed(state_dir: Path, ports: Ports = DEFAULT_PORTS) -> Release:
     names = {b["Name"] for b in client.list_buckets()["Buckets"]}
     if BUCKET not in names:
         client.create_bucket(Bucket=BUCKET)
-    return build_release(registry, state_dir, namespace="fixture")
+    return build_release(registry, state_dir, namespace="fixture", versions=versions)
 
 
-def up(state_dir: Path, *, factory_image: str | None = None, ports: Ports = DEFAULT_PORTS) -> dict[str, str]:
-    """Bring the stack up and seed it; the compose variables used."""
+def up(
+    state_dir: Path,
+    *,
+    factory_image: str | None = None,
+    ports: Ports = DEFAULT_PORTS,
+    versions: Sequence[str] = VERSIONS,
+) -> dict[str, str]:
+    """Bring the stack up and seed it (``versions`` of the fixture release); the compose
+    variables used."""
     if not DNSNAME.exists():  # without it the services cannot resolve each other's names
         raise RuntimeError(
             f"{DNSNAME} is missing: apt-get install golang-github-containernetworking-plugin-dnsname"
@@ -214,7 +222,7 @@ def up(state_dir: Path, *, factory_image: str | None = None, ports: Ports = DEFA
         **ports.variables(),
     }
     podman_compose("up", "-d", "--no-build", variables=variables)
-    seed(state_dir, ports)
+    seed(state_dir, ports, versions)
     for url in ports.api_urls:
         _wait(f"the API at {url}", functools.partial(_healthy, url))
     return variables

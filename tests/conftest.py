@@ -32,6 +32,19 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """What the machine had at the start (a run that fails for a full disk or no memory says so)."""
+    import tempfile
+
+    tmp = tempfile.gettempdir()
+    free = shutil.disk_usage(tmp).free / 2**30
+    with open("/proc/meminfo") as meminfo:
+        found = [line.split()[1] for line in meminfo if line.startswith("MemAvailable:")]
+    available = int(found[0]) / 2**20 if found else 0.0
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return [f"machine: {free:.1f} GiB free in {tmp}, {available:.1f} GiB memory available, load {load}"]
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]

@@ -73,11 +73,8 @@ class ExtensionSpec:
 def blob(label: str, size: int) -> bytes:
     """Deterministic filler content (firmware and microcode stand-ins) with a readable header."""
     header = f"image-factory fixture {label}\n".encode()
-    stream = b""
-    counter = 0
-    while len(header) + len(stream) < size:
-        stream += hashlib.sha256(f"{label}:{counter}".encode()).digest()
-        counter += 1
+    count = max(0, -(-(size - len(header)) // hashlib.sha256().digest_size))  # digests to reach size
+    stream = b"".join(hashlib.sha256(f"{label}:{i}".encode()).digest() for i in range(count))
     return (header + stream)[:size]
 
 

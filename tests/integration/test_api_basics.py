@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,8 +48,13 @@ def test_request_id_is_echoed_and_logged(api: FactoryAPI) -> None:
     rid = f"test-{uuid.uuid4()}"
     response = requests.get(f"{api.url}/healthz", headers={"X-Request-ID": rid}, timeout=5)
     assert response.headers["X-Request-ID"] == rid
-    log = api.log_path.read_text()
-    line = next(line for line in log.splitlines() if rid in line)
+    # The access line is written by a thread of its own (common.logging.BackgroundStreamHandler),
+    # maybe just after the response went out.
+    deadline = time.monotonic() + 10
+    while not (found := [line for line in api.log_path.read_text().splitlines() if rid in line]):
+        assert time.monotonic() < deadline, f"no access line with {rid}"
+        time.sleep(0.05)
+    line = found[0]
     for field in ('"method": "GET"', '"path": "/healthz"', '"status": 200', '"duration"', '"msg": "request"'):
         assert field in line
 

@@ -24,7 +24,8 @@ from devstack.compose import COMPOSE_FILE, Ports, down, up
 from devstack.container import IMAGE, podman
 from devstack.services import free_port
 
-pytestmark = pytest.mark.integration
+# up + seed took 119 s alone and over 300 s beside the other xdist worker (a CI run on 2 cores)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 VERSION = "v1.12.4"
 
@@ -38,7 +39,7 @@ def ports() -> Ports:
 def compose_stack(tmp_path_factory: pytest.TempPathFactory, ports: Ports) -> Iterator[dict[str, str]]:
     variables: dict[str, str] = {}
     try:
-        variables = up(tmp_path_factory.mktemp("compose-seed"), ports=ports)
+        variables = up(tmp_path_factory.mktemp("compose-seed"), ports=ports, versions=[VERSION])
         yield variables
     finally:
         down(variables or ports.variables())

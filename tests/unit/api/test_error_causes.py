@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 
 from api.errors import register_error_handlers
-from api.middleware import register_middleware
+from api.middleware import FactoryFlask, install
 from api.registry.errors import factory_error_response
 from common.builds.state import BuildRecord, Status
 from common.delivery.service import BuildFailedError
@@ -30,8 +30,8 @@ def _record(status: int, error: str, cause: str) -> BuildRecord:
 
 @pytest.fixture
 def app() -> Iterator[Flask]:
-    app = Flask(__name__)
-    register_middleware(app)
+    app = FactoryFlask(__name__)
+    install(app, None)
     register_error_handlers(app)
 
     @app.get("/build-failed")

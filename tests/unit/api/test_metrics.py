@@ -10,8 +10,9 @@ import pytest
 from flask import Flask, Response
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.metrics import instrument, route_pattern
-from common.metrics import NULL_METRICS
+from api.metrics import http_metrics, route_pattern
+from api.middleware import FactoryFlask, install
+from common.metrics import NULL_METRICS, Metrics
 from common.metrics.prometheus import PrometheusMetrics, generate_latest
 
 
@@ -28,8 +29,8 @@ def test_route_pattern_is_upstreams(rule: str, pattern: str) -> None:
     assert route_pattern(rule) == pattern
 
 
-def app_with(backend: object) -> Flask:
-    app = Flask("test")
+def app_with(backend: Metrics) -> Flask:
+    app = FactoryFlask("test")
 
     @app.get("/image/<schematic_id>/<version>/<path>")
     def image(schematic_id: str, version: str, path: str) -> Response:
@@ -46,7 +47,7 @@ def app_with(backend: object) -> Flask:
     def broken() -> Response:
         raise RuntimeError("a bug")
 
-    instrument(app, backend)  # type: ignore[arg-type]
+    install(app, http_metrics(backend))
     return app
 
 
@@ -85,7 +86,7 @@ def test_requests_are_measured_per_route() -> None:
 def test_nothing_is_registered_when_metrics_are_disabled() -> None:
     app = app_with(NULL_METRICS)
     assert app.test_client().get("/image/abc/v1.12.4/kernel-amd64").status_code == 200
-    assert not app.before_request_funcs.get(None)
+    assert isinstance(app, FactoryFlask) and app.http_metrics is None
 
 
 def test_a_view_that_raises_is_counted_as_the_flask_exporter_counted_it() -> None:
