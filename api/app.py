@@ -5,9 +5,10 @@ from __future__ import annotations
 from flask import Flask
 
 from api import ui
+from api.cached_redirects import CachedRedirects
 from api.cors import CORSMiddleware
 from api.errors import register_error_handlers
-from api.metrics import http_metrics
+from api.metrics import http_metrics, route_pattern
 from api.middleware import FactoryFlask, install
 from api.routes import (
     builds,
@@ -51,6 +52,10 @@ def create_app(config: Config, services: Services | None = None) -> Flask:
     app.register_blueprint(registry.bp)
     app.register_blueprint(openapi.bp)
     ui.register(app)  # the web UI: GET /, /ui/..., /llms.txt
-    install(app, http_metrics(svc.metrics))  # request id, access line, HTTP metrics (if metrics.addr)
+    metrics = http_metrics(svc.metrics)
+    # remembered cached assets' redirects without Flask (inside the middleware: logged and counted)
+    image_rule = next(app.url_map.iter_rules("image.image")).rule
+    app.wsgi_app = CachedRedirects(app.wsgi_app, delivery, route_pattern(image_rule), metrics)  # type: ignore[method-assign]
+    install(app, metrics)  # request id, access line, HTTP metrics (if metrics.addr)
     app.wsgi_app = CORSMiddleware(app.wsgi_app, config.http.allowedOrigins)  # type: ignore[method-assign]
     return app

@@ -9,13 +9,14 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Request, Response
 from werkzeug.http import http_date, is_resource_modified, parse_if_range_header
+from werkzeug.urls import iri_to_uri
 
 from api.responses import go_json
 from common.builds.state import Status
@@ -72,22 +73,27 @@ def wants_async(request: Request) -> bool:
 
 
 def redirect_allowed(request: Request, services: Services) -> bool:
-    """HEAD never; PXE clients only when ``cache.redirectPXE`` says so.
-
-    A PXE client is a request on the ``http.externalPXEURL`` host (upstream's rule,
-    ``siderolabs/image-factory:internal/frontend/http/image.go``) or iPXE itself. Upstream compares
-    against externalURL's host when externalPXEURL is unset, which turns redirects off for
-    everybody on a one-host deployment (README, "Where we deliberately differ"); we only do that
-    when a distinct PXE host is configured.
-    """
+    """HEAD never; PXE clients (:func:`pxe_client`) only when ``cache.redirectPXE`` says so."""
     if request.method == "HEAD":
         return False
+    return services.config.cache.redirectPXE or not pxe_client(
+        request.headers.get("User-Agent", ""), lambda: request.host, services
+    )
+
+
+def pxe_client(user_agent: str, host: Callable[[], str], services: Services) -> bool:
+    """iPXE itself, or a request on the ``http.externalPXEURL`` host (``host`` gives the request's).
+
+    Upstream's rule (``siderolabs/image-factory:internal/frontend/http/image.go``), except that
+    upstream compares against externalURL's host when externalPXEURL is unset, which turns redirects
+    off for everybody on a one-host deployment (README, "Where we deliberately differ"); we only do
+    that when a distinct PXE host is configured.
+    """
+    if user_agent.startswith("iPXE/"):
+        return True
     http = services.config.http
     pxe_host, main_host = _hosts(http.externalPXEURL, http.externalURL)
-    pxe_client = request.headers.get("User-Agent", "").startswith("iPXE/") or bool(
-        pxe_host and pxe_host != main_host and request.host == pxe_host
-    )
-    return not pxe_client or services.config.cache.redirectPXE
+    return bool(pxe_host and pxe_host != main_host and host() == pxe_host)
 
 
 @functools.lru_cache(maxsize=8)  # the configuration's two URLs: parsed once, not per request
@@ -182,6 +188,31 @@ def redirect_cache_control(valid_for: float) -> str:
     return f"public, max-age={max_age}" if max_age > 0 else "no-store"
 
 
+def redirect_answer(
+    url: str, valid_for: float, *, vary_user_agent: bool
+) -> tuple[bytes, list[tuple[str, str]]]:
+    """The body and headers of a 302 to an asset's S3 or CDN ``url`` (:func:`asset_response`, and
+    ``api.cached_redirects`` without Flask: one answer, whichever sends it).
+
+    ``Location`` is what Werkzeug would send (its IRI-to-URI conversion, remembered per URL: presigned
+    URLs are remembered for minutes by ``common.delivery``). ``Vary: User-Agent`` when PXE clients are
+    not redirected: a stored redirect must not reach iPXE, which gets the bytes.
+    """
+    body = f'<a href="{_html_escape(url)}">Found</a>.\n\n'.encode()
+    headers = [
+        ("Content-Type", "text/html; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+        ("Location", _uri(url)),
+        ("Cache-Control", redirect_cache_control(valid_for)),
+    ]
+    if vary_user_agent:
+        headers.append(("Vary", "User-Agent"))
+    return body, headers
+
+
+_uri = functools.lru_cache(maxsize=1024)(iri_to_uri)
+
+
 def _repr_digest(asset: CachedAsset) -> str | None:
     """RFC 9530 ``Repr-Digest`` from the asset's sha256, when the cache knows it."""
     digest = getattr(asset, "digest", None)
@@ -223,14 +254,9 @@ def asset_response(
             log.warning("asset cannot be redirected; serving directly", extra={"error": str(exc)})
             found = None
         if found is not None:
-            url, valid_for = found
-            body = f'<a href="{_html_escape(url)}">Found</a>.\n\n'
-            resp = Response(body, status=302, mimetype="text/html")
-            resp.headers["Location"] = url
-            resp.headers["Cache-Control"] = redirect_cache_control(valid_for)
-            if not d.services.config.cache.redirectPXE:
-                resp.headers["Vary"] = "User-Agent"  # a stored redirect must not reach iPXE (streamed)
-            return resp
+            vary_user_agent = not d.services.config.cache.redirectPXE
+            body, redirect_headers = redirect_answer(*found, vary_user_agent=vary_user_agent)
+            return Response(body, status=302, headers=redirect_headers)
     etag = f'"{key}"'
     modified = getattr(asset, "modified", None)
     validators = {"ETag": etag, "Cache-Control": f"public, max-age={ASSET_MAX_AGE}"}

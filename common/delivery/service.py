@@ -136,6 +136,22 @@ class Delivery:
         self._count_extensions(located)
         return located
 
+    def remembered(self, schematic_id: str, version: str, path: str) -> tuple[Located, CachedAsset] | None:
+        """The request's plan and its verified cached asset, when this process still remembers both
+        (:meth:`locate` and :meth:`obtain` would then do no I/O either); None otherwise. Nothing is
+        counted or set: a caller that serves the asset from this says so with :meth:`delivered`."""
+        with self._lock:
+            located = self._located.get((schematic_id, version, path))
+            asset = self._assets.get(located.key) if located is not None else None
+        return (located, asset) if located is not None and asset is not None else None
+
+    def delivered(self, located: Located, asset: CachedAsset) -> None:
+        """What :meth:`locate` and :meth:`obtain` record for a cached asset they return: the build key
+        for the request's log lines, and upstream's extension and cached-asset counters."""
+        build_key_var.set(located.key)
+        self._count_extensions(located)
+        self._count_hit(located, asset)
+
     def _count_extensions(self, located: Located) -> None:
         """Upstream counts every request for an asset with official extensions, per extension name."""
         for extension in located.plan.extensions:
@@ -247,10 +263,15 @@ class Delivery:
             metrics.inc(CACHE_MISSES)
             metrics.inc(ASSETS_CACHED_ERRORS, **labels)  # upstream counts a miss as an error too
         else:
-            metrics.inc(CACHE_HITS)
-            metrics.inc(ASSETS_DELIVERED_CACHED, **labels)
-            metrics.inc(ASSETS_CACHED_BYTES, asset.size, **labels)
+            self._count_hit(target, asset, labels)
         return asset
+
+    def _count_hit(self, target: Located, asset: CachedAsset, labels: dict[str, str] | None = None) -> None:
+        metrics = self.services.metrics
+        labels = labels if labels is not None else asset_labels(target.plan)
+        metrics.inc(CACHE_HITS)
+        metrics.inc(ASSETS_DELIVERED_CACHED, **labels)
+        metrics.inc(ASSETS_CACHED_BYTES, asset.size, **labels)
 
     # --- building ---------------------------------------------------------------------------------
 
