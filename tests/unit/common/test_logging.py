@@ -99,3 +99,28 @@ for n in range(500):
     assert [m for m in messages if m.startswith("parent-") and m != "parent-before-fork"] == [
         f"parent-{n}" for n in range(500)
     ]
+
+
+class CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_lines_queued_while_the_writer_waits_are_written_in_one_write() -> None:
+    """The writer is not woken per line (that cost the API a GIL hand-off per request)."""
+    stream = CountingStream()
+    handler = BackgroundStreamHandler(stream)
+    handler.setFormatter(logging.Formatter("{message}", style="{"))
+    record = logging.LogRecord("test.access", logging.INFO, __file__, 0, "line", (), None)
+    handler.WRITE_INTERVAL = 0.5
+    for _ in range(20):  # a request every 5 ms, 100 ms in all
+        handler.handle(record)
+        time.sleep(0.005)
+    handler.drain()
+    assert stream.getvalue() == "line\n" * 20
+    assert stream.writes <= 3  # the first line at once, then the rest after WRITE_INTERVAL
