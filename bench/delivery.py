@@ -67,6 +67,7 @@ from common.config import Config, load_config
 from common.profile.secureboot import secureboot_assets
 from common.services import Services
 from devstack.factory import write_config
+from devstack.nginx import NginxServer
 from devstack.release.release import build_release
 from devstack.services import (
     LOOPBACK,
@@ -165,48 +166,27 @@ class BareFlask(Service):
         return _redirects(self.url)
 
 
-class Nginx(Service):
-    """nginx answering every request with ``302 <location>``: one worker, no access log, all state here."""
+class Nginx(NginxServer):
+    """nginx answering every request with ``302 <location>``: a master and one worker, no access log."""
 
     name = "nginx"
     binaries = TOOLS
-    start_timeout = 15.0
+    with_worker = True
 
     def __init__(self, state_dir: Path, location: str) -> None:
         super().__init__(state_dir)
         self.location = location
-        self.conf = self.state_dir / "nginx.conf"
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}/"
+        return f"http://{self.host}/"
 
-    def prepare(self) -> None:
-        d = self.state_dir
-        temps = "\n".join(
-            f"  {kind}_temp_path {d / (kind + '_temp')};"
-            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-        )
-        self.conf.write_text(
-            f"""worker_processes 1;
-daemon off;
-pid {d / "nginx.pid"};
-error_log {d / "error.log"} warn;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-{temps}
+    def http_block(self) -> str:
+        return f"""  access_log off;
   server {{
-    listen {LOOPBACK}:{self.port};
+    listen {self.host};
     location / {{ return 302 "{self.location}"; }}
-  }}
-}}
-"""
-        )
-
-    def command(self) -> list[str]:
-        d = self.state_dir
-        return ["nginx", "-p", f"{d}/", "-c", str(self.conf), "-e", str(d / "error.log")]
+  }}"""
 
     def is_ready(self) -> bool:
         return _redirects(self.url)

@@ -55,14 +55,15 @@ class Fault:
     name: str
     began: float
     restarted: float = 0.0
-    recovered: dict[str, float] = field(default_factory=dict)  # kind → first ok after the restart
+    recovered: dict[str, float] = field(default_factory=dict)  # kind → first ok of one sent after the restart
 
 
 @dataclass
 class Answer:
     kind: str
     outcome: str
-    at: float
+    at: float  # answered (time.monotonic())
+    sent: float
 
 
 class Soak:
@@ -125,6 +126,7 @@ class Soak:
         with requests.Session() as session:
             while not self.stop.is_set():
                 kind = rng.choices(kinds, weights)[0]
+                sent = time.monotonic()
                 try:
                     outcome = self.classify(kind, self.request(session, kind))
                 except requests.Timeout:
@@ -133,10 +135,12 @@ class Soak:
                     outcome = "connection"
                 now = time.monotonic()
                 with self.lock:
-                    self.answers.append(Answer(kind, outcome, now))
+                    self.answers.append(Answer(kind, outcome, now, sent))
                     if outcome == "ok":
                         for fault in self.faults:
-                            if fault.restarted and now > fault.restarted:
+                            # a request sent before the restart measures how long the client was
+                            # held, not how soon the factory recovered
+                            if fault.restarted and sent > fault.restarted:
                                 fault.recovered.setdefault(kind, now - fault.restarted)
 
     # --- faults -----------------------------------------------------------------------------------
@@ -201,6 +205,22 @@ class Soak:
                 + ", ".join(f"{n} {o}" for o, n in during.most_common())
                 + f"; first ok after the restart: {recovery or 'none'}"
             )
+            if fault.restarted:
+                print("            " + self.held(fault))
+
+    def held(self, fault: Fault) -> str:
+        """Requests in flight when the dependency came back, and how long they were held: a slow first
+        ok can be a client still waiting on a request sent during the fault, not a slow recovery."""
+        across = [a for a in self.answers if a.sent < fault.restarted < a.at]
+        if not across:
+            return "no request in flight at the restart"
+        kinds = Counter(a.kind for a in across)
+        longest = max(across, key=lambda a: a.at - a.sent)
+        return (
+            f"in flight at the restart: {', '.join(f'{n} {k}' for k, n in kinds.most_common())}; "
+            f"the longest ({longest.kind}, {longest.outcome}) sent {fault.restarted - longest.sent:.1f} s "
+            f"before it and answered {longest.at - fault.restarted:.1f} s after"
+        )
 
     def recovered(self) -> dict[str, str]:
         """One request of each kind, now that every service is back."""

@@ -4,8 +4,8 @@ It stands for a CDN or a site's caching proxy, to prove that what ``api.renderin
 sends (``ETag``, ``Last-Modified``, ``Cache-Control``, 304s) lets a real cache reuse answers:
 ``tests/integration/test_http_caching.py`` and ``bench/proxy_cache.py``.
 
-nginx runs as one process (``master_process off``: no privilege switch, no worker to sweep) on a free
-loopback port (never :80), with its prefix, pid, logs, temp folders and cache under ``state_dir``.
+nginx runs as one process on a free loopback port, with all its state and its cache under
+``state_dir`` (``devstack.nginx.NginxServer``).
 ``/static/asset`` is a file of ``static_size`` bytes nginx serves itself (the benchmark's ceiling);
 every other path is proxied to ``origin`` through the cache, with ``proxy_cache_revalidate on`` (an
 expired entry is revalidated with ``If-None-Match``/``If-Modified-Since``) and the entry's cache
@@ -19,19 +19,16 @@ from __future__ import annotations
 import time
 from collections import Counter
 from pathlib import Path
-from typing import ClassVar
 
 import requests
 
-from devstack.services import LOOPBACK, Service
+from devstack.nginx import NginxServer
 
 __all__ = ["CachingProxy"]
 
 
-class CachingProxy(Service):
+class CachingProxy(NginxServer):
     name = "caching-proxy"
-    binaries: ClassVar[dict[str, str]] = {"nginx": "nginx"}
-    start_timeout = 15.0
 
     def __init__(
         self, state_dir: Path, origin: str, static_size: int = 0, valid_for: int | None = None
@@ -40,42 +37,29 @@ class CachingProxy(Service):
         self.origin = origin  # host:port of the factory API
         self.static_size = static_size
         self.valid_for = valid_for
-        self.conf = self.state_dir / "nginx.conf"
         self.log = self.state_dir / "cache.log"
 
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
     def prepare(self) -> None:
-        d = self.state_dir
-        (d / "www" / "static").mkdir(parents=True, exist_ok=True)
-        with open(d / "www" / "static" / "asset", "wb") as fh:
+        www = self.state_dir / "www" / "static"
+        www.mkdir(parents=True, exist_ok=True)
+        with open(www / "asset", "wb") as fh:
             fh.truncate(self.static_size)
-        temps = "\n".join(
-            f"  {kind}_temp_path {d / (kind + '_temp')};"
-            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-        )
+        super().prepare()
+
+    def http_block(self) -> str:
+        d = self.state_dir
         validity = ""
         if self.valid_for is not None:
             validity = (
                 f"proxy_ignore_headers Cache-Control Expires;\n      proxy_cache_valid 200 {self.valid_for}s;"
             )
-        self.conf.write_text(
-            f"""daemon off;
-master_process off;
-pid {d / "nginx.pid"};
-error_log {d / "error.log"} warn;
-events {{ worker_connections 1024; }}
-http {{
-  log_format status "$upstream_cache_status $status $request_uri";
+        return f"""  log_format status "$upstream_cache_status $status $request_uri";
   access_log {self.log} status buffer=64k flush=1s;
   sendfile on;
-{temps}
   proxy_cache_path {d / "cache"} levels=1:2 keys_zone=assets:10m max_size=2g inactive=1h use_temp_path=off;
   upstream factory {{ server {self.origin}; keepalive 32; }}
   server {{
-    listen {LOOPBACK}:{self.port};
+    listen {self.host};
     location /static/ {{ root {d / "www"}; }}
     location / {{
       proxy_pass http://factory;
@@ -87,14 +71,7 @@ http {{
       {validity}
       add_header X-Cache-Status $upstream_cache_status always;
     }}
-  }}
-}}
-"""
-        )
-
-    def command(self) -> list[str]:
-        d = self.state_dir
-        return ["nginx", "-p", f"{d}/", "-c", str(self.conf), "-e", str(d / "error.log")]
+  }}"""
 
     def is_ready(self) -> bool:
         try:

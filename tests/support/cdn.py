@@ -7,27 +7,23 @@ origin path), send the query string to the origin unchanged, and send the origin
 the one the signature was made for. CloudFront does exactly that with an S3-endpoint origin, origin
 path ``/<bucket>``, an origin request policy that forwards all query strings and no viewer ``Host``.
 
-nginx runs unprivileged in the sense that matters here: a loopback port of its own (never :80), its
-own prefix, pid, logs and temp folders under ``state_dir`` (``-p``/``-e``; nothing under /var), and
-one process (``master_process off``), so no privilege switch and no worker to sweep.
+nginx runs unprivileged, as one process, with all its state under ``state_dir``
+(``devstack.nginx.NginxServer``).
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
-from typing import ClassVar
 
 import requests
 
-from devstack.services import LOOPBACK, S3Server, Service
+from devstack.nginx import NginxServer
+from devstack.services import S3Server
 
 __all__ = ["NginxCDN"]
 
-NGINX = "/usr/sbin/nginx"
 
-
-class NginxCDN(Service):
+class NginxCDN(NginxServer):
     """nginx on a free loopback port forwarding ``/<path>?<query>`` to ``<s3>/<bucket>/<path>?<query>``.
 
     Without ``bucket`` the origin path is empty and ``trimPrefix`` is ``/``: the URL keeps the bucket
@@ -35,8 +31,8 @@ class NginxCDN(Service):
     """
 
     name = "cdn"
-    binaries: ClassVar[dict[str, str]] = {"nginx": "nginx"}
-    start_timeout = 15.0
+    error_level = "info"
+    worker_connections = 64
 
     def __init__(
         self, state_dir: Path | str, s3: S3Server, bucket: str | None = None, port: int | None = None
@@ -44,15 +40,6 @@ class NginxCDN(Service):
         super().__init__(state_dir, port)
         self.s3 = s3
         self.bucket = bucket
-
-    @property
-    def host(self) -> str:
-        """What ``cache.cdn.host`` is set to."""
-        return f"{LOOPBACK}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
 
     @property
     def trim_prefix(self) -> str:
@@ -64,57 +51,24 @@ class NginxCDN(Service):
         return f"/{self.bucket}" if self.bucket else ""
 
     @property
-    def config_path(self) -> Path:
-        return self.state_dir / "nginx.conf"
-
-    @property
     def access_log(self) -> Path:
         return self.state_dir / "access.log"
 
-    def prepare(self) -> None:
-        temp = self.state_dir / "temp"
-        temp.mkdir(parents=True, exist_ok=True)
+    def http_block(self) -> str:
         origin = self.s3.endpoint
-        self.config_path.write_text(
-            f"""daemon off;
-master_process off;
-pid {self.state_dir / "nginx.pid"};
-error_log {self.state_dir / "error.log"} info;
-events {{ worker_connections 64; }}
-http {{
-    access_log {self.access_log};
-    client_body_temp_path {temp / "body"};
-    proxy_temp_path {temp / "proxy"};
-    fastcgi_temp_path {temp / "fastcgi"};
-    uwsgi_temp_path {temp / "uwsgi"};
-    scgi_temp_path {temp / "scgi"};
-    server {{
-        listen {self.host};
-        location / {{
-            # The origin path (the trimmed prefix) back in front of the request URI, which carries
-            # the presigned query string byte for byte (a proxy_pass with variables sends it as is).
-            proxy_pass http://{origin}{self.origin_path}$request_uri;
-            # The Host the URL was signed for (the S3 endpoint), not the CDN's own.
-            proxy_set_header Host {origin};
-            proxy_http_version 1.1;
-            proxy_buffering off;
-        }}
+        return f"""  access_log {self.access_log};
+  server {{
+    listen {self.host};
+    location / {{
+      # The origin path (the trimmed prefix) back in front of the request URI, which carries
+      # the presigned query string byte for byte (a proxy_pass with variables sends it as is).
+      proxy_pass http://{origin}{self.origin_path}$request_uri;
+      # The Host the URL was signed for (the S3 endpoint), not the CDN's own.
+      proxy_set_header Host {origin};
+      proxy_http_version 1.1;
+      proxy_buffering off;
     }}
-}}
-"""
-        )
-
-    def command(self) -> list[str]:
-        nginx = NGINX if Path(NGINX).exists() else shutil.which("nginx") or "nginx"
-        return [
-            nginx,
-            "-p",
-            str(self.state_dir),
-            "-c",
-            str(self.config_path),
-            "-e",
-            str(self.state_dir / "error.log"),
-        ]
+  }}"""
 
     def is_ready(self) -> bool:
         try:
