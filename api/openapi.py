@@ -189,6 +189,19 @@ def _integrity_content(ok: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: What a created schematic leads to (OpenAPI links: clients and schemathesis' stateful tests follow
+#: them): the schematic itself, its assets and its PXE scripts, by the id the 201 answers.
+_SCHEMATIC_LINKS = {
+    name: {"operationId": operation, "parameters": {"schematic": "$response.body#/id"}}
+    for name, operation in (
+        ("GetSchematic", "getSchematic"),
+        ("GetImage", "getImage"),
+        ("HeadImage", "headImage"),
+        ("GetPXEScript", "getPXEScript"),
+    )
+}
+
+
 def _operations(spec: APISpec) -> None:
     get_or_head = ("get", "head")
 
@@ -202,8 +215,12 @@ def _operations(spec: APISpec) -> None:
                     "required": True,
                     "content": {"application/yaml": {"schema": "Schematic"}},
                 },
+                "operationId": "createSchematic",
                 "responses": {
-                    "201": _json("the schematic's id and canonical form", "SchematicCreated"),
+                    "201": {
+                        **_json("the schematic's id and canonical form", "SchematicCreated"),
+                        "links": _SCHEMATIC_LINKS,
+                    },
                     **_errors(400, 413),
                 },
             }
@@ -215,6 +232,7 @@ def _operations(spec: APISpec) -> None:
         operations={
             "get": {
                 "tags": ["schematics"],
+                "operationId": "getSchematic",
                 "summary": "A schematic's canonical YAML",
                 "responses": {
                     "200": {
@@ -269,7 +287,9 @@ def _operations(spec: APISpec) -> None:
     spec.path(
         path="/image/{schematic}/{version}/{path}",
         parameters=[SCHEMATIC, VERSION, _path("path", "the asset, e.g. metal-amd64.iso or kernel-amd64")],
-        operations={method: copy.deepcopy(image) for method in get_or_head},
+        operations={
+            method: {**copy.deepcopy(image), "operationId": f"{method}Image"} for method in get_or_head
+        },
     )
     spec.path(
         path="/builds/{key}",
@@ -291,6 +311,7 @@ def _operations(spec: APISpec) -> None:
         operations={
             "get": {
                 "tags": ["pxe"],
+                "operationId": "getPXEScript",
                 "summary": "The iPXE script booting the asset",
                 "responses": {
                     "200": _text("the iPXE script"),
@@ -571,6 +592,8 @@ def document() -> dict[str, Any]:
     for item in doc["paths"].values():  # Flask answers HEAD wherever it answers GET: the headers alone
         if "get" in item and "head" not in item:
             item["head"] = copy.deepcopy(item["get"])
+            if "operationId" in item["head"]:  # unique per operation: getSchematic → headSchematic
+                item["head"]["operationId"] = "head" + item["head"]["operationId"].removeprefix("get")
     return doc
 
 

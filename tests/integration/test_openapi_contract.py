@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -189,6 +190,42 @@ def test_known_good_requests_conform(stack: Stack, api_schema: Any) -> None:
         path_parameters={"image": "installer", "schematic": sid, "digest": "sha256:" + "0" * 64},
     )
     assert missing.status_code == 404 and missing.json()["errors"][0]["code"]
+
+
+def test_stateful_links_from_a_created_schematic_to_its_assets(stack: Stack, api_schema: Any) -> None:
+    """schemathesis' state machine follows the document's links: a schematic it created (a fuzzed
+    body), then that schematic, its assets and PXE scripts by the id the 201 answered."""
+    followed: Counter[tuple[str, int]] = Counter()
+
+    class Links(api_schema.as_state_machine()):  # type: ignore[misc]
+        def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
+            return {"timeout": 60}
+
+        def validate_response(
+            self, response: schemathesis.Response, case: schemathesis.Case, *_: Any, **kwargs: Any
+        ) -> None:
+            case.validate_response(response, checks=CHECKS, transport_kwargs=kwargs)
+            assert response.status_code < 500 or response.status_code in DOCUMENTED_5XX, (
+                f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:500]}"
+            )
+            followed[(case.operation.label, response.status_code)] += 1
+
+    Links.run(
+        settings=settings(
+            max_examples=EXAMPLES,
+            stateful_step_count=4,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=DERANDOMIZE,
+        )
+    )
+    created = followed[("POST /schematics", 201)]
+    linked = {label for label, status in followed if label != "POST /schematics" and status < 400}
+    assert created and {"GET /schematics/{schematic}", "GET /image/{schematic}/{version}/{path}"} & linked, (
+        followed
+    )
+    # the linked schematic exists: never "not found" through a link
+    assert not [key for key in followed if key == ("GET /schematics/{schematic}", 404)], followed
 
 
 #: The document as this process builds it (the served one is the same: test_served_document_is_valid_openapi).
