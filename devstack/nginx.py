@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import ClassVar
 
-from devstack.services import LOOPBACK, Service
+from devstack.services import Service
 
 __all__ = ["NginxServer"]
 
@@ -33,10 +33,6 @@ class NginxServer(Service):
     with_worker = False
     error_level = "warn"
     worker_connections = 1024
-
-    @property
-    def host(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
 
     @property
     def url(self) -> str:

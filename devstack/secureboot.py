@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+
+from devstack.certificates import self_signed
 
 __all__ = ["development_keys"]
 
@@ -43,33 +44,23 @@ def development_keys(directory: Path) -> dict[str, Any]:
     if not (key_path.exists() and cert_path.exists() and pcr_path.exists()):
         key = _write_key(key_path)
         _write_key(pcr_path)
-        subject = "image-factory development Secure Boot key"
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(key, hashes.SHA256())
+        usage = x509.KeyUsage(
+            digital_signature=True,
+            content_commitment=False,
+            key_encipherment=False,
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign=True,
+            crl_sign=False,
+            encipher_only=False,
+            decipher_only=False,
+        )
+        cert = self_signed(
+            key,
+            "image-factory development Secure Boot key",
+            valid_for=datetime.timedelta(days=3650),
+            backdated=datetime.timedelta(days=1),
+            extensions=[(x509.BasicConstraints(ca=True, path_length=None), True), (usage, True)],
         )
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return {

@@ -282,6 +282,11 @@ class Service:
         self._stopped = False
         self._lock = threading.RLock()
 
+    @property
+    def host(self) -> str:
+        """``host:port`` it listens on (loopback)."""
+        return f"{LOOPBACK}:{self.port}"
+
     # ---- to be provided by subclasses
 
     def command(self) -> list[str]:
@@ -465,10 +470,6 @@ class RegistryServer(Service):
     name = "registry"
     binaries = {"docker-registry": "docker-registry"}
     start_timeout = 15.0
-
-    @property
-    def host(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
 
     @property
     def url(self) -> str:

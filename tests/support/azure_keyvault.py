@@ -49,7 +49,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_dss_signature
-from cryptography.x509.oid import NameOID
+
+from devstack.certificates import self_signed
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 #: The token a :class:`StaticCredential` presents and the managed-identity endpoint issues.
@@ -172,18 +173,7 @@ class KeyVaultStandIn:
         As Key Vault does it: a certificate's key is the key of the same name (its ``kid``).
         """
         key = self.create_key(name, kind, **key_options)
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Key Vault {name}")])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(key.private.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .sign(key.private, hashes.SHA256())
-        )
+        cert = self_signed(key.private, f"Key Vault {name}")
         stored = StoredCertificate(name, uuid.uuid4().hex, cert.public_bytes(serialization.Encoding.DER), key)
         with self.lock:
             self.certificates.setdefault(name, []).append(stored)
@@ -347,21 +337,14 @@ def _error(status: int, code: str, message: str) -> tuple[int, dict[str, str], A
 
 def _server_certificate(directory: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Key Vault stand-in")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
+    cert = self_signed(
+        key,
+        "Key Vault stand-in",
+        valid_for=datetime.timedelta(days=1),
+        extensions=[
+            (x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False),
+            (x509.BasicConstraints(ca=True, path_length=None), True),
+        ],
     )
     cert_path, key_path = directory / "stand-in.pem", directory / "stand-in.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))

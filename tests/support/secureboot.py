@@ -9,7 +9,6 @@ skipped: a skip would hide a regression in CI.
 
 from __future__ import annotations
 
-import datetime
 import re
 import shutil
 import subprocess
@@ -18,10 +17,10 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
+from devstack.certificates import self_signed
 from devstack.debian import package_tree
 from devstack.services import ensure_system_packages
 
@@ -77,18 +76,7 @@ def make_key_pair(
     """A private key and a self-signed certificate for it, as PEM files in ``directory``."""
     key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
     key = rsa.generate_private_key(65537, 2048) if kind == "rsa" else ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"test {name}")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
+    cert = self_signed(key, f"test {name}")
     key_path, cert_path = directory / f"{name}.key", directory / f"{name}.pem"
     key_path.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, key_format, serialization.NoEncryption())
