@@ -6,8 +6,10 @@ against private backing services.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -29,14 +31,21 @@ DEFAULT_FACTORY_BIN = str(Path(sys.executable).with_name("image-factory"))
 
 
 def default_signing_key() -> Path:
-    """One cache signing key per process (tests and dev stacks that do not bring their own)."""
+    """One cache signing key per process (tests and dev stacks that do not bring their own), removed
+    when that process exits (not when a child it forked does)."""
     global _SIGNING_KEY
     if _SIGNING_KEY is None or not _SIGNING_KEY.exists():
         folder = Path(tempfile.mkdtemp(prefix="image-factory-keys-"))
         _SIGNING_KEY = folder / "cache-signing.key"
         _SIGNING_KEY.write_bytes(generate_key_pem())
         _SIGNING_KEY.chmod(0o600)
+        atexit.register(_remove_key_folder, folder, os.getpid())
     return _SIGNING_KEY
+
+
+def _remove_key_folder(folder: Path, owner: int) -> None:
+    if os.getpid() == owner:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 _SIGNING_KEY: Path | None = None
