@@ -150,7 +150,7 @@ class Delivery:
         for the request's log lines, and upstream's extension and cached-asset counters."""
         build_key_var.set(located.key)
         self._count_extensions(located)
-        self._count_hit(located, asset)
+        self._count_hit(asset, asset_labels(located.plan))
 
     def _count_extensions(self, located: Located) -> None:
         """Upstream counts every request for an asset with official extensions, per extension name."""
@@ -263,12 +263,11 @@ class Delivery:
             metrics.inc(CACHE_MISSES)
             metrics.inc(ASSETS_CACHED_ERRORS, **labels)  # upstream counts a miss as an error too
         else:
-            self._count_hit(target, asset, labels)
+            self._count_hit(asset, labels)
         return asset
 
-    def _count_hit(self, target: Located, asset: CachedAsset, labels: dict[str, str] | None = None) -> None:
+    def _count_hit(self, asset: CachedAsset, labels: dict[str, str]) -> None:
         metrics = self.services.metrics
-        labels = labels if labels is not None else asset_labels(target.plan)
         metrics.inc(CACHE_HITS)
         metrics.inc(ASSETS_DELIVERED_CACHED, **labels)
         metrics.inc(ASSETS_CACHED_BYTES, asset.size, **labels)
